@@ -1,0 +1,114 @@
+//! `PhoneNumber`: a number parsed to E.164 with the `phonenumber` crate (libphonenumber
+//! metadata), and `Region`, the default country for numbers written without one.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A default region (ISO 3166-1 alpha-2) for numbers without an international prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region(phonenumber::country::Id);
+
+impl Region {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        phonenumber::country::Id::from_str(&raw.trim().to_ascii_uppercase())
+            .map(Region)
+            .map_err(|_| format!("unknown region {:?}: use a two-letter country code such as NL", raw.trim()))
+    }
+}
+
+/// A valid phone number in E.164 form. `Debug` never prints the number.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PhoneNumber {
+    e164: String,
+    country_code: u16,
+}
+
+impl PhoneNumber {
+    /// Parses a number; without a leading `+` or `00` the default region is needed.
+    pub fn parse(raw: &str, default_region: Option<Region>) -> Result<Self, &'static str> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err("phone is empty");
+        }
+        if trimmed.len() > 64 {
+            return Err("phone is longer than 64 characters");
+        }
+        if !trimmed.chars().any(|c| c.is_ascii_digit()) {
+            return Err("phone has no digits");
+        }
+        let international = trimmed.starts_with('+') || trimmed.starts_with("00");
+        if !international && default_region.is_none() {
+            return Err("phone has no country code: write it as +CC... or pass a default region (--region)");
+        }
+        let number = phonenumber::parse(default_region.map(|r| r.0), trimmed).map_err(|_| "phone is not a phone number")?;
+        if !phonenumber::is_valid(&number) {
+            return Err("phone is not a valid number for its country");
+        }
+        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+        Ok(PhoneNumber {
+            e164,
+            country_code: number.code().value(),
+        })
+    }
+
+    /// Reads back a number already stored in E.164 form.
+    pub fn from_e164(e164: &str) -> Result<Self, &'static str> {
+        if !e164.starts_with('+') {
+            return Err("phone is not in E.164 form");
+        }
+        Self::parse(e164, None)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.e164
+    }
+
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+}
+
+impl fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PhoneNumber(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_national_numbers_with_a_region() {
+        let nl = Region::parse("nl").unwrap();
+        let p = PhoneNumber::parse("06 12345678", Some(nl)).unwrap();
+        assert_eq!(p.as_str(), "+31612345678");
+        assert_eq!(p.country_code(), 31);
+    }
+
+    #[test]
+    fn parses_international_numbers_without_a_region() {
+        let p = PhoneNumber::parse("+44 20 7946 0958", None).unwrap();
+        assert_eq!(p.as_str(), "+442079460958");
+    }
+
+    #[test]
+    fn rejects_national_numbers_without_a_region() {
+        assert!(PhoneNumber::parse("0612345678", None).is_err());
+    }
+
+    #[test]
+    fn rejects_junk() {
+        for bad in ["", "abc", "+", "+31 1", "+999 123456789"] {
+            assert!(PhoneNumber::parse(bad, None).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,80}") {
+            let _ = PhoneNumber::parse(&s, Some(Region::parse("NL").unwrap()));
+        }
+    }
+}

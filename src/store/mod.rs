@@ -1,0 +1,161 @@
+//! The `Store` trait: use-case-sized operations, each one transaction with its audit
+//! row inside, over records that hold only ciphertext, blind indexes and non-personal
+//! values. Backends live in sub-folders (`sqlite/` now, `postgres/` next) and pass
+//! the same conformance suite. Nothing here knows about HTTP or crypto keys.
+
+pub mod sqlite;
+mod types;
+
+pub use types::*;
+
+use crate::audit::{AuditDraft, AuditEvent, Checkpoint};
+use async_trait::async_trait;
+use thiserror::Error;
+use uuid::Uuid;
+
+/// Errors every backend maps its failures to, the same on all of them.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The row asked for does not exist (or is outside the caller's scope).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A uniqueness rule was broken; the payload names the field.
+    #[error("{field} already exists")]
+    Conflict { field: &'static str },
+    /// The audit event could not be written, so the change was not made.
+    #[error("the audit log could not be written")]
+    AuditUnavailable(#[source] anyhow::Error),
+    /// The store is not reachable or failed internally.
+    #[error("storage failure")]
+    Backend(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Import planning: given what exists for a batch's identifiers, decide the writes.
+pub type ImportPlanner = Box<dyn FnOnce(BatchFound) -> anyhow::Result<BatchWrites> + Send>;
+
+/// The storage of the vault. Every write that touches personal data or security
+/// takes its `AuditDraft` and commits it in the same transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short name of the backend, e.g. `sqlite`.
+    fn backend(&self) -> &'static str;
+
+    /// Whether the store answers (readiness).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Workspaces
+
+    async fn create_workspace(&self, ws: NewWorkspace, audit: AuditDraft) -> StoreResult<()>;
+    async fn list_workspaces(&self) -> StoreResult<Vec<WorkspaceRecord>>;
+
+    // API keys
+
+    async fn create_api_key(&self, key: ApiKeyRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn find_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key of the workspace; `NotFound` when it has no such key.
+    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit: AuditDraft) -> StoreResult<()>;
+    /// Records a key's last use (best effort, not audited).
+    async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()>;
+
+    // Attribute schema
+
+    async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>>;
+    async fn create_attributes(&self, workspace_id: &str, defs: Vec<AttributeDef>, at: i64, audit: AuditDraft) -> StoreResult<()>;
+
+    // Contacts
+
+    async fn create_contact(&self, new: NewContact, audit: AuditDraft) -> StoreResult<AuditEvent>;
+    async fn find_contact(&self, workspace_id: &str, id: Uuid, scope: &ListScope) -> StoreResult<Option<ContactRow>>;
+    async fn find_contact_by_bidx(
+        &self,
+        workspace_id: &str,
+        kind: IdentifierKind,
+        bidx: &[u8],
+        scope: &ListScope,
+    ) -> StoreResult<Option<ContactRow>>;
+    /// Replaces a contact's sealed fields and segmentable attributes.
+    async fn update_contact(&self, row: ContactRow, audit: AuditDraft) -> StoreResult<()>;
+    /// Soft-deletes: the row stays sealed but leaves every index and list.
+    async fn delete_contact(&self, workspace_id: &str, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<()>;
+    /// One page of live contacts in id order after `after`, optionally of one list.
+    async fn list_contacts(
+        &self,
+        workspace_id: &str,
+        list_id: Option<&str>,
+        scope: &ListScope,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<ContactRow>>;
+
+    // Consent ledger
+
+    /// Appends a ledger event and updates the derived state; a withdrawal or
+    /// objection also suppresses the given blind indexes.
+    async fn append_consent(&self, event: ConsentEventRow, suppress: Vec<Vec<u8>>, audit: AuditDraft) -> StoreResult<AuditEvent>;
+    async fn list_consents(&self, workspace_id: &str, contact_id: Uuid) -> StoreResult<Vec<ConsentEventRow>>;
+
+    // Lists
+
+    async fn create_list(&self, list: ListRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn list_lists(&self, workspace_id: &str, scope: &ListScope) -> StoreResult<Vec<ListRecord>>;
+    async fn find_list(&self, workspace_id: &str, id_or_name: &str, scope: &ListScope) -> StoreResult<Option<ListRecord>>;
+    async fn rename_list(&self, workspace_id: &str, id: &str, name: &str, audit: AuditDraft) -> StoreResult<()>;
+    async fn delete_list(&self, workspace_id: &str, id: &str, audit: AuditDraft) -> StoreResult<()>;
+    /// Adds members; returns how many were new. Unknown contacts are `NotFound`.
+    async fn add_list_members(
+        &self,
+        workspace_id: &str,
+        list_id: &str,
+        contacts: Vec<Uuid>,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<u64>;
+    async fn remove_list_members(&self, workspace_id: &str, list_id: &str, contacts: Vec<Uuid>, audit: AuditDraft) -> StoreResult<u64>;
+    async fn contact_lists(&self, workspace_id: &str, contact_id: Uuid) -> StoreResult<Vec<String>>;
+
+    // Imports
+
+    /// Starts an import, or returns the unfinished one with the same file and
+    /// options so that a rerun resumes it.
+    async fn begin_import(&self, job: ImportJob, audit: AuditDraft) -> StoreResult<ImportJob>;
+    /// Looks up a batch's identifiers, lets the planner decide, and applies its
+    /// writes together with the job's progress in one transaction. With
+    /// `dry_run` the transaction is rolled back and only the counts are returned.
+    async fn apply_import_batch(
+        &self,
+        workspace_id: &str,
+        import_id: &str,
+        lookup: BatchLookup,
+        planner: ImportPlanner,
+        dry_run: bool,
+    ) -> StoreResult<ImportCounts>;
+    async fn finish_import(
+        &self,
+        workspace_id: &str,
+        import_id: &str,
+        status: ImportStatus,
+        error: Option<String>,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<ImportJob>;
+    async fn find_import(&self, workspace_id: &str, id: &str) -> StoreResult<Option<ImportJob>>;
+    async fn list_import_rejections(&self, workspace_id: &str, id: &str, limit: u32) -> StoreResult<Vec<ImportRejection>>;
+
+    // Exports
+
+    async fn create_export(&self, record: ExportRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn find_export(&self, workspace_id: &str, id: &str) -> StoreResult<Option<ExportRecord>>;
+
+    // Audit
+
+    /// Appends a standalone event (reads, failures); returns it once committed.
+    async fn record_audit(&self, audit: AuditDraft) -> StoreResult<AuditEvent>;
+    async fn list_audit(&self, workspace_id: &str, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    async fn find_audit(&self, workspace_id: &str, seqs: Vec<i64>) -> StoreResult<Vec<AuditEvent>>;
+    async fn audit_head(&self, workspace_id: &str) -> StoreResult<Option<AuditEvent>>;
+    async fn insert_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()>;
+    async fn list_checkpoints(&self, workspace_id: &str) -> StoreResult<Vec<Checkpoint>>;
+}

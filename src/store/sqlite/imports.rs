@@ -1,0 +1,153 @@
+//! Import jobs of the SQLite backend: start-or-resume, and one batch per transaction
+//! with the job's progress, so a crash loses at most the uncommitted batch and a
+//! rerun continues exactly after the last committed one.
+
+use super::{audit, contacts, map_err};
+use crate::audit::AuditDraft;
+use crate::store::{
+    BatchFound, BatchLookup, ExistingContact, ImportCounts, ImportJob, ImportPlanner, ImportStatus, StoreError, StoreResult,
+};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::collections::HashSet;
+
+const JOB_COLUMNS: &str = "id, workspace_id, file_hash, options_hash, uploader, list_id, source, status, rows_done, read_count, created_count, updated_count, unchanged_count, suppressed_count, rejected_count, error, created_at, finished_at";
+
+fn job_from_row(r: &Row<'_>) -> rusqlite::Result<ImportJob> {
+    let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)? as u64) };
+    Ok(ImportJob {
+        id: r.get(0)?,
+        workspace_id: r.get(1)?,
+        file_hash: r.get(2)?,
+        options_hash: r.get(3)?,
+        uploader: r.get(4)?,
+        list_id: r.get(5)?,
+        source: r.get(6)?,
+        status: ImportStatus::parse(&r.get::<_, String>(7)?),
+        rows_done: n(8)?,
+        counts: ImportCounts {
+            read: n(9)?,
+            created: n(10)?,
+            updated: n(11)?,
+            unchanged: n(12)?,
+            suppressed: n(13)?,
+            rejected: n(14)?,
+        },
+        error: r.get(15)?,
+        created_at: r.get(16)?,
+        finished_at: r.get(17)?,
+    })
+}
+
+pub fn find(c: &Connection, ws: &str, id: &str) -> rusqlite::Result<Option<ImportJob>> {
+    c.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM imports WHERE workspace_id = ?1 AND id = ?2"))?
+        .query_row(params![ws, id], job_from_row)
+        .optional()
+}
+
+pub fn begin(c: &Connection, job: ImportJob, draft: &AuditDraft) -> StoreResult<ImportJob> {
+    let existing = c
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM imports WHERE workspace_id = ?1 AND file_hash = ?2 AND options_hash = ?3 AND status = 'running' ORDER BY created_at LIMIT 1"
+        ))
+        .and_then(|mut s| s.query_row(params![job.workspace_id, job.file_hash, job.options_hash], job_from_row).optional())
+        .map_err(map_err)?;
+    if let Some(found) = existing {
+        return Ok(found);
+    }
+    c.execute(
+        "INSERT INTO imports (id, workspace_id, file_hash, options_hash, uploader, list_id, source, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'running', ?8)",
+        params![job.id, job.workspace_id, job.file_hash, job.options_hash, job.uploader, job.list_id, job.source, job.created_at],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(job)
+}
+
+pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, planner: ImportPlanner) -> StoreResult<ImportCounts> {
+    let job = find(c, ws, id).map_err(map_err)?.ok_or(StoreError::NotFound("import"))?;
+    if job.status != ImportStatus::Running {
+        return Err(StoreError::Backend(anyhow::anyhow!("import {id} is not running")));
+    }
+    let found = look_up(c, ws, &lookup).map_err(map_err)?;
+    let mut writes = planner(found).map_err(StoreError::Backend)?;
+    let event = audit::append(c, &writes.audit)?;
+    for row in &writes.inserts {
+        contacts::insert(c, row).map_err(map_err)?;
+    }
+    for row in &writes.updates {
+        contacts::update(c, row).map_err(map_err)?;
+    }
+    for contact in &writes.memberships {
+        contacts::add_member(c, &lookup.list_id, *contact, writes.at).map_err(map_err)?;
+    }
+    for e in &mut writes.consents {
+        e.audit_seq = event.seq;
+        contacts::insert_consent(c, e).map_err(map_err)?;
+    }
+    {
+        let mut s = c
+            .prepare_cached("INSERT OR IGNORE INTO import_rejections (import_id, row_number, column_name, reason) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(map_err)?;
+        for r in &writes.rejections {
+            s.execute(params![id, r.row as i64, r.column, r.reason]).map_err(map_err)?;
+        }
+    }
+    let k = writes.counts;
+    c.prepare_cached(
+        "UPDATE imports SET rows_done = rows_done + ?3, read_count = read_count + ?4, created_count = created_count + ?5,
+         updated_count = updated_count + ?6, unchanged_count = unchanged_count + ?7, suppressed_count = suppressed_count + ?8,
+         rejected_count = rejected_count + ?9 WHERE workspace_id = ?1 AND id = ?2",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            ws,
+            id,
+            writes.rows as i64,
+            k.read as i64,
+            k.created as i64,
+            k.updated as i64,
+            k.unchanged as i64,
+            k.suppressed as i64,
+            k.rejected as i64
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(k)
+}
+
+fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Result<BatchFound> {
+    let mut found = BatchFound::default();
+    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+    let mut by_email = c.prepare_cached(&format!(
+        "SELECT {} FROM contacts c WHERE c.workspace_id = ?1 AND c.email_bidx = ?2",
+        contacts::CONTACT_COLUMNS
+    ))?;
+    let mut by_phone = c.prepare_cached(&format!(
+        "SELECT {} FROM contacts c WHERE c.workspace_id = ?1 AND c.phone_bidx = ?2",
+        contacts::CONTACT_COLUMNS
+    ))?;
+    let mut member = c.prepare_cached("SELECT 1 FROM list_members WHERE list_id = ?1 AND contact_id = ?2")?;
+    let mut suppressed = c.prepare_cached("SELECT 1 FROM suppressions WHERE workspace_id = ?1 AND bidx = ?2")?;
+    let pairs = lookup
+        .email_bidx
+        .iter()
+        .map(|b| (true, b))
+        .chain(lookup.phone_bidx.iter().map(|b| (false, b)));
+    for (is_email, bidx) in pairs {
+        if suppressed.query_row(params![ws, bidx], |_| Ok(())).optional()?.is_some() {
+            found.suppressed.push(bidx.clone());
+        }
+        let stmt = if is_email { &mut by_email } else { &mut by_phone };
+        if let Some(row) = stmt.query_row(params![ws, bidx], contacts::contact_from_row).optional()? {
+            if seen.insert(row.id.as_bytes().to_vec()) {
+                let in_list = member
+                    .query_row(params![lookup.list_id, row.id.as_bytes().as_slice()], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                let consent = contacts::consent_state(c, row.id)?;
+                found.contacts.push(ExistingContact { row, in_list, consent });
+            }
+        }
+    }
+    Ok(found)
+}

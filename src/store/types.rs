@@ -1,0 +1,270 @@
+//! Records exchanged with the store. Identifying values appear only sealed
+//! (`*_ct`, opened by `crypto::ContactCipher`) or as blind indexes (`*_bidx`).
+
+use crate::crypto::WrappedKey;
+use crate::domain::AttributeClass;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A workspace to create, with its wrapped keys.
+pub struct NewWorkspace {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub audit_public_key: Vec<u8>,
+    pub keys: Vec<WrappedKey>,
+}
+
+/// A stored workspace.
+#[derive(Clone)]
+pub struct WorkspaceRecord {
+    pub id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub audit_public_key: Vec<u8>,
+    pub keys: Vec<WrappedKey>,
+}
+
+/// A stored API key (only the hash of its secret).
+#[derive(Clone, Debug)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub secret_hash: Vec<u8>,
+    pub scopes: Vec<String>,
+    /// Lists the key is limited to; empty means all lists.
+    pub list_ids: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// One attribute of a workspace schema.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AttributeDef {
+    pub name: String,
+    pub class: AttributeClass,
+}
+
+/// Which contacts a caller can see: all, or only members of some lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListScope {
+    All,
+    Lists(Vec<String>),
+}
+
+impl ListScope {
+    pub fn allows_list(&self, list_id: &str) -> bool {
+        match self {
+            ListScope::All => true,
+            ListScope::Lists(ids) => ids.iter().any(|l| l == list_id),
+        }
+    }
+}
+
+/// Which identifier a blind index was computed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdentifierKind {
+    Email,
+    Phone,
+}
+
+impl IdentifierKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifierKind::Email => "email",
+            IdentifierKind::Phone => "phone",
+        }
+    }
+}
+
+/// A contact as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactRow {
+    pub id: Uuid,
+    pub workspace_id: String,
+    pub email_bidx: Option<Vec<u8>>,
+    pub phone_bidx: Option<Vec<u8>>,
+    pub contact_key: Vec<u8>,
+    pub email_ct: Option<Vec<u8>>,
+    pub phone_ct: Option<Vec<u8>>,
+    pub first_name_ct: Option<Vec<u8>>,
+    pub last_name_ct: Option<Vec<u8>>,
+    pub attributes_ct: Option<Vec<u8>>,
+    /// JSON object of segmentable attributes, in clear.
+    pub segment_attributes: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A contact to create with its first consents and list memberships.
+pub struct NewContact {
+    pub row: ContactRow,
+    pub consents: Vec<ConsentEventRow>,
+    pub list_ids: Vec<String>,
+}
+
+/// One consent ledger event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsentEventRow {
+    pub id: Uuid,
+    pub workspace_id: String,
+    pub contact_id: Uuid,
+    pub channel: String,
+    pub purpose: String,
+    pub action: String,
+    pub method: String,
+    pub source: String,
+    /// JSON object of non-personal evidence (job id, file hash, notice version).
+    pub evidence: String,
+    /// Sealed JSON of personal evidence (IP address, user agent).
+    pub private_evidence_ct: Option<Vec<u8>>,
+    pub actor: String,
+    pub occurred_at: i64,
+    pub recorded_at: i64,
+    /// Sequence of the audit event that recorded it; filled in by the store.
+    pub audit_seq: i64,
+}
+
+/// A list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub name: String,
+    pub created_at: i64,
+    pub member_count: u64,
+}
+
+/// State of an import job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportStatus {
+    Running,
+    Finished,
+    Failed,
+}
+
+impl ImportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImportStatus::Running => "running",
+            ImportStatus::Finished => "finished",
+            ImportStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "finished" => ImportStatus::Finished,
+            "failed" => ImportStatus::Failed,
+            _ => ImportStatus::Running,
+        }
+    }
+}
+
+/// Counts of an import (or of one batch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImportCounts {
+    pub read: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub suppressed: u64,
+    pub rejected: u64,
+}
+
+impl ImportCounts {
+    pub fn add(&mut self, other: &ImportCounts) {
+        self.read += other.read;
+        self.created += other.created;
+        self.updated += other.updated;
+        self.unchanged += other.unchanged;
+        self.suppressed += other.suppressed;
+        self.rejected += other.rejected;
+    }
+}
+
+/// An import job and its progress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportJob {
+    pub id: String,
+    pub workspace_id: String,
+    pub file_hash: String,
+    pub options_hash: String,
+    pub uploader: String,
+    pub list_id: String,
+    pub source: Option<String>,
+    pub status: ImportStatus,
+    /// Data rows already committed; a resumed run skips them.
+    pub rows_done: u64,
+    pub counts: ImportCounts,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// One rejected cell of an import; never repeats the value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ImportRejection {
+    /// Line of the data row in the file (the header is row 1).
+    pub row: u64,
+    pub column: String,
+    pub reason: String,
+}
+
+/// Identifiers of one import batch, to look up before planning.
+#[derive(Default)]
+pub struct BatchLookup {
+    pub email_bidx: Vec<Vec<u8>>,
+    pub phone_bidx: Vec<Vec<u8>>,
+    /// The list the import adds to, so membership can be reported.
+    pub list_id: String,
+}
+
+/// What exists for a batch: live contacts matching any identifier, their consent
+/// state and membership in the import's list, and suppressed identifiers.
+#[derive(Default)]
+pub struct BatchFound {
+    pub contacts: Vec<ExistingContact>,
+    pub suppressed: Vec<Vec<u8>>,
+}
+
+/// A live contact found for an import batch.
+pub struct ExistingContact {
+    pub row: ContactRow,
+    pub in_list: bool,
+    /// `(channel, purpose, action)` of the current consent state.
+    pub consent: Vec<(String, String, String)>,
+}
+
+/// The writes of one import batch.
+pub struct BatchWrites {
+    pub inserts: Vec<ContactRow>,
+    pub updates: Vec<ContactRow>,
+    pub memberships: Vec<Uuid>,
+    /// Consent events; the store sets their `audit_seq` to the batch's event.
+    pub consents: Vec<ConsentEventRow>,
+    pub rejections: Vec<ImportRejection>,
+    pub counts: ImportCounts,
+    /// Data rows this batch covers (added to the job's `rows_done`).
+    pub rows: u64,
+    pub audit: crate::audit::AuditDraft,
+    pub at: i64,
+}
+
+/// A completed export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportRecord {
+    pub id: String,
+    pub workspace_id: String,
+    pub actor: String,
+    pub purpose: String,
+    pub list_id: String,
+    pub format: String,
+    pub row_count: u64,
+    pub created_at: i64,
+}
