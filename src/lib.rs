@@ -7,7 +7,10 @@
 //! `access` (who may do what, masking), `vault` and `import` (the service functions
 //! that the CLI and the HTTP API both call), `http` and `cli` (thin adapters).
 
+pub mod access;
 pub mod audit;
+pub mod clock;
 pub mod crypto;
 pub mod domain;
 pub mod store;
+pub mod vault;

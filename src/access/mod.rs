@@ -1,0 +1,247 @@
+//! Who may do what (DESIGN.md §5): permissions, the built-in role presets that expand
+//! to them, the `Principal` every service call is made for, and the masking decision.
+//! Checks happen here, below the HTTP and CLI layers, so no entry point can skip them.
+
+use crate::store::ListScope;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One permission. The string forms are what keys store and clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Permission {
+    ContactsReadMasked,
+    ContactsRead,
+    ContactsWrite,
+    ContactsImport,
+    ContactsExport,
+    ContactsErase,
+    ListsManage,
+    SegmentsManage,
+    MessagesWrite,
+    CampaignsSend,
+    CampaignsApprove,
+    UsersManage,
+    KeysManage,
+    SecurityManage,
+    AuditRead,
+    GdprManage,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 16] = [
+        Permission::ContactsReadMasked,
+        Permission::ContactsRead,
+        Permission::ContactsWrite,
+        Permission::ContactsImport,
+        Permission::ContactsExport,
+        Permission::ContactsErase,
+        Permission::ListsManage,
+        Permission::SegmentsManage,
+        Permission::MessagesWrite,
+        Permission::CampaignsSend,
+        Permission::CampaignsApprove,
+        Permission::UsersManage,
+        Permission::KeysManage,
+        Permission::SecurityManage,
+        Permission::AuditRead,
+        Permission::GdprManage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::ContactsReadMasked => "contacts:read_masked",
+            Permission::ContactsRead => "contacts:read",
+            Permission::ContactsWrite => "contacts:write",
+            Permission::ContactsImport => "contacts:import",
+            Permission::ContactsExport => "contacts:export",
+            Permission::ContactsErase => "contacts:erase",
+            Permission::ListsManage => "lists:manage",
+            Permission::SegmentsManage => "segments:manage",
+            Permission::MessagesWrite => "messages:write",
+            Permission::CampaignsSend => "campaigns:send",
+            Permission::CampaignsApprove => "campaigns:approve",
+            Permission::UsersManage => "users:manage",
+            Permission::KeysManage => "keys:manage",
+            Permission::SecurityManage => "security:manage",
+            Permission::AuditRead => "audit:read",
+            Permission::GdprManage => "gdpr:manage",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// Expands a comma-separated list of permissions and role names (`owner`, `admin`,
+/// `marketer`, `sender`, `viewer`, `auditor`) into permissions.
+pub fn parse_scopes(raw: &str) -> Result<BTreeSet<Permission>, String> {
+    use Permission::*;
+    let mut out = BTreeSet::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let role: &[Permission] = match part {
+            "owner" => &Permission::ALL,
+            "admin" => &[
+                ContactsReadMasked,
+                ContactsRead,
+                ContactsWrite,
+                ContactsImport,
+                ContactsExport,
+                ContactsErase,
+                ListsManage,
+                SegmentsManage,
+                MessagesWrite,
+                CampaignsSend,
+                CampaignsApprove,
+                UsersManage,
+                KeysManage,
+                AuditRead,
+                GdprManage,
+            ],
+            "marketer" => &[
+                ContactsReadMasked,
+                ContactsWrite,
+                ContactsImport,
+                ListsManage,
+                SegmentsManage,
+                MessagesWrite,
+            ],
+            "sender" => &[ContactsReadMasked, CampaignsSend],
+            "viewer" => &[ContactsReadMasked],
+            "auditor" => &[ContactsReadMasked, AuditRead],
+            other => match Permission::parse(other) {
+                Some(p) => {
+                    out.insert(p);
+                    continue;
+                }
+                None => {
+                    let known: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
+                    return Err(format!(
+                        "unknown scope {other:?}: use a role (owner, admin, marketer, sender, viewer, auditor) or one of {}",
+                        known.join(", ")
+                    ));
+                }
+            },
+        };
+        out.extend(role.iter().copied());
+    }
+    if out.is_empty() {
+        return Err("no scopes given".into());
+    }
+    Ok(out)
+}
+
+/// The caller of a service function: an API key, or the operator at the CLI.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub workspace_id: String,
+    /// `key:<id>` or `cli`, as recorded in the audit log.
+    pub actor: String,
+    pub permissions: BTreeSet<Permission>,
+    pub lists: ListScope,
+    /// Keyed hash of the client IP, for the audit log.
+    pub ip_hash: Option<String>,
+}
+
+impl Principal {
+    /// The local operator: every permission on every list of a workspace.
+    pub fn operator(workspace_id: &str) -> Self {
+        Principal {
+            workspace_id: workspace_id.to_string(),
+            actor: "cli".into(),
+            permissions: Permission::ALL.into_iter().collect(),
+            lists: ListScope::All,
+            ip_hash: None,
+        }
+    }
+
+    pub fn has(&self, p: Permission) -> bool {
+        self.permissions.contains(&p)
+    }
+
+    /// Fails with `Forbidden` unless the principal holds `p`.
+    pub fn require(&self, p: Permission) -> Result<(), AccessError> {
+        if self.has(p) {
+            Ok(())
+        } else {
+            Err(AccessError::Forbidden(p))
+        }
+    }
+
+    /// Whether contacts are visible at all (masked or not).
+    pub fn require_contact_read(&self) -> Result<(), AccessError> {
+        if self.has(Permission::ContactsRead) || self.has(Permission::ContactsReadMasked) {
+            Ok(())
+        } else {
+            Err(AccessError::Forbidden(Permission::ContactsReadMasked))
+        }
+    }
+
+    /// Decides how identifying fields are shown: unmasked only with `contacts:read`
+    /// and a stated purpose.
+    pub fn read_mode(&self, purpose: Option<&str>) -> Result<ReadMode, AccessError> {
+        self.require_contact_read()?;
+        match purpose.map(str::trim).filter(|p| !p.is_empty()) {
+            None => Ok(ReadMode::Masked),
+            Some(p) => {
+                self.require(Permission::ContactsRead)?;
+                Ok(ReadMode::Unmasked {
+                    purpose: parse_purpose_text(p)?,
+                })
+            }
+        }
+    }
+}
+
+/// Checks a stated purpose: 1-200 printable characters.
+pub fn parse_purpose_text(raw: &str) -> Result<String, AccessError> {
+    let p = raw.trim();
+    if p.is_empty() || p.len() > 200 || p.chars().any(char::is_control) {
+        return Err(AccessError::BadPurpose);
+    }
+    Ok(p.to_string())
+}
+
+/// How contact data leaves the vault for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadMode {
+    Masked,
+    Unmasked { purpose: String },
+}
+
+impl ReadMode {
+    pub fn purpose(&self) -> Option<&str> {
+        match self {
+            ReadMode::Masked => None,
+            ReadMode::Unmasked { purpose } => Some(purpose),
+        }
+    }
+}
+
+/// Refusals of the access layer.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccessError {
+    #[error("this action needs the {} permission", .0.as_str())]
+    Forbidden(Permission),
+    #[error("a purpose must be 1-200 printable characters")]
+    BadPurpose,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewer_without_contacts_read_cannot_unmask() {
+        let mut p = Principal::operator("ws");
+        p.permissions = parse_scopes("viewer").unwrap();
+        assert_eq!(p.read_mode(None), Ok(ReadMode::Masked));
+        assert_eq!(p.read_mode(Some("support")), Err(AccessError::Forbidden(Permission::ContactsRead)));
+    }
+
+    #[test]
+    fn unknown_scopes_are_named() {
+        let err = parse_scopes("contacts:read,contacts:fly").unwrap_err();
+        assert!(err.contains("contacts:fly"));
+    }
+}

@@ -1,0 +1,198 @@
+//! API keys: create (the token is shown once), list, revoke, and authenticate a
+//! presented token. Only a keyed hash of the secret is stored.
+
+use super::{Vault, VaultError, VaultResult};
+use crate::access::{parse_scopes, Permission, Principal};
+use crate::audit::{AuditDraft, Outcome};
+use crate::clock::rfc3339;
+use crate::crypto::{ApiKeySecret, ParsedApiKey};
+use crate::store::{ApiKeyRecord, ListScope};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// A key as listed (never its secret).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub lists: Vec<String>,
+    pub created_by: String,
+    pub created_at: String,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyView {
+    fn from(k: &ApiKeyRecord) -> Self {
+        ApiKeyView {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            scopes: k.scopes.clone(),
+            lists: k.list_ids.clone(),
+            created_by: k.created_by.clone(),
+            created_at: rfc3339(k.created_at),
+            expires_at: k.expires_at.map(rfc3339),
+            revoked_at: k.revoked_at.map(rfc3339),
+            last_used_at: k.last_used_at.map(rfc3339),
+        }
+    }
+}
+
+/// Why a token was refused. Clients see one message for all of them.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("the API key is missing, malformed, unknown, revoked or expired")]
+    Invalid,
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+/// Parses `90d`, `12h`, `30m` or a plain number of days.
+pub fn parse_duration_micros(raw: &str) -> Option<i64> {
+    let raw = raw.trim();
+    let (num, unit) = match raw.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&raw[..i], c),
+        _ => (raw, 'd'),
+    };
+    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit {
+        'd' => n.checked_mul(86_400)?,
+        'h' => n.checked_mul(3_600)?,
+        'm' => n.checked_mul(60)?,
+        _ => return None,
+    };
+    secs.checked_mul(1_000_000)
+}
+
+impl Vault {
+    /// Creates a key; returns its record and the token to show once.
+    pub async fn create_api_key(
+        &self,
+        p: &Principal,
+        name: &str,
+        scopes: &str,
+        lists: &[String],
+        expires_in: Option<&str>,
+    ) -> VaultResult<(ApiKeyView, SecretString)> {
+        p.require(Permission::KeysManage)?;
+        let name = name.trim();
+        if name.is_empty() || name.len() > 100 {
+            return Err(VaultError::invalid("name", "a key name is 1-100 characters"));
+        }
+        let perms = parse_scopes(scopes).map_err(|m| VaultError::invalid("scopes", m))?;
+        if let Some(missing) = perms.iter().find(|x| !p.has(**x)) {
+            return Err(VaultError::invalid(
+                "scopes",
+                format!("you cannot grant {} which you do not have", missing.as_str()),
+            ));
+        }
+        let mut list_ids = Vec::new();
+        for l in lists {
+            list_ids.push(self.get_list(p, l).await?.id);
+        }
+        if list_ids.is_empty() {
+            if let ListScope::Lists(mine) = &p.lists {
+                list_ids = mine.clone();
+            }
+        }
+        let now = self.now();
+        let expires_at = match expires_in {
+            Some(raw) => Some(
+                now + parse_duration_micros(raw).ok_or_else(|| VaultError::invalid("expires", "use a duration such as 90d, 12h or 30m"))?,
+            ),
+            None => None,
+        };
+        let keys = self.keys(&p.workspace_id).await?;
+        let secret = ApiKeySecret::generate(&keys).map_err(VaultError::Internal)?;
+        let record = ApiKeyRecord {
+            id: secret.id.clone(),
+            workspace_id: p.workspace_id.clone(),
+            name: name.to_string(),
+            secret_hash: secret.hash.to_vec(),
+            scopes: perms.iter().map(|x| x.as_str().to_string()).collect(),
+            list_ids,
+            created_by: p.actor.clone(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.created")
+            .target(format!("key:{}", record.id))
+            .ip_hash(p.ip_hash.clone())
+            .details(serde_json::json!({ "scopes": record.scopes, "lists": record.list_ids, "expires_at": record.expires_at }));
+        self.store.create_api_key(record.clone(), draft).await?;
+        Ok(((&record).into(), secret.token))
+    }
+
+    pub async fn list_api_keys(&self, p: &Principal) -> VaultResult<Vec<ApiKeyView>> {
+        p.require(Permission::KeysManage)?;
+        Ok(self.store.list_api_keys(&p.workspace_id).await?.iter().map(Into::into).collect())
+    }
+
+    pub async fn revoke_api_key(&self, p: &Principal, id: &str) -> VaultResult<()> {
+        p.require(Permission::KeysManage)?;
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.revoked")
+            .target(format!("key:{id}"))
+            .ip_hash(p.ip_hash.clone());
+        self.store.revoke_api_key(&p.workspace_id, id, self.now(), draft).await?;
+        Ok(())
+    }
+
+    /// Checks a presented token and returns the principal it stands for. Every
+    /// refusal of a well-formed key id is audited in that key's workspace.
+    pub async fn authenticate(&self, token: &str, ip: Option<std::net::IpAddr>) -> Result<Principal, AuthError> {
+        let parsed = ParsedApiKey::parse(token).ok_or(AuthError::Invalid)?;
+        let record = match self.store.find_api_key(&parsed.id).await.map_err(VaultError::from)? {
+            Some(r) => r,
+            None => return Err(AuthError::Invalid),
+        };
+        let keys = self.keys(&record.workspace_id).await?;
+        let ip_hash = match ip {
+            Some(ip) => self.ip_hash(&record.workspace_id, &ip).await,
+            None => None,
+        };
+        let now = self.now();
+        let reason = if !parsed.matches(&keys, &record.secret_hash) {
+            Some("wrong_secret")
+        } else if record.revoked_at.is_some() {
+            Some("revoked")
+        } else if record.expires_at.is_some_and(|e| e <= now) {
+            Some("expired")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let draft = AuditDraft::new(&record.workspace_id, "anonymous", "auth.failed")
+                .target(format!("key:{}", record.id))
+                .outcome(Outcome::Denied)
+                .ip_hash(ip_hash)
+                .details(serde_json::json!({ "reason": reason }));
+            self.store.record_audit(draft).await.map_err(VaultError::from)?;
+            return Err(AuthError::Invalid);
+        }
+        if record.last_used_at.is_none_or(|t| now - t > 60_000_000) {
+            if let Err(e) = self.store.touch_api_key(&record.id, now).await {
+                tracing::warn!(error = %e, key = %record.id, "failed to record key use");
+            }
+        }
+        Ok(Principal {
+            workspace_id: record.workspace_id.clone(),
+            actor: format!("key:{}", record.id),
+            permissions: record.scopes.iter().filter_map(|s| Permission::parse(s)).collect(),
+            lists: if record.list_ids.is_empty() {
+                ListScope::All
+            } else {
+                ListScope::Lists(record.list_ids.clone())
+            },
+            ip_hash,
+        })
+    }
+}
+
+/// Renders the expiry of a key for display.
+pub fn describe_expiry(v: &ApiKeyView) -> String {
+    v.expires_at.clone().unwrap_or_else(|| "never".into())
+}
