@@ -9,8 +9,14 @@
 
 pub mod access;
 pub mod audit;
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod http;
+pub mod import;
+pub mod metrics;
+pub mod startup;
 pub mod store;
 pub mod vault;

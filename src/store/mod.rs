@@ -122,15 +122,14 @@ pub trait Store: Send + Sync + 'static {
     /// options so that a rerun resumes it.
     async fn begin_import(&self, job: ImportJob, audit: AuditDraft) -> StoreResult<ImportJob>;
     /// Looks up a batch's identifiers, lets the planner decide, and applies its
-    /// writes together with the job's progress in one transaction. With
-    /// `dry_run` the transaction is rolled back and only the counts are returned.
+    /// writes together with the job's progress in one transaction. Without an
+    /// import id (a dry run) nothing is written and only the counts are returned.
     async fn apply_import_batch(
         &self,
         workspace_id: &str,
-        import_id: &str,
+        import_id: Option<&str>,
         lookup: BatchLookup,
         planner: ImportPlanner,
-        dry_run: bool,
     ) -> StoreResult<ImportCounts>;
     async fn finish_import(
         &self,

@@ -1,1 +1,9 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code fails loudly by design
 
+mod api;
+mod cli;
+mod crash;
+mod helpers;
+mod import;
+mod readme;
+mod support;

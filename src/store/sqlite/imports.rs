@@ -115,7 +115,7 @@ pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, plan
     Ok(k)
 }
 
-fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Result<BatchFound> {
+pub fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Result<BatchFound> {
     let mut found = BatchFound::default();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut by_email = c.prepare_cached(&format!(

@@ -602,18 +602,21 @@ impl Store for SqliteStore {
     async fn apply_import_batch(
         &self,
         workspace_id: &str,
-        import_id: &str,
+        import_id: Option<&str>,
         lookup: BatchLookup,
         planner: ImportPlanner,
-        dry_run: bool,
     ) -> StoreResult<ImportCounts> {
-        let (ws, id) = (workspace_id.to_string(), import_id.to_string());
-        self.writer
-            .write(move |c| {
-                let result = imports::apply_batch(c, &ws, &id, lookup, planner);
-                (!dry_run, result)
-            })
-            .await
+        let (ws, id) = (workspace_id.to_string(), import_id.map(str::to_string));
+        match id {
+            Some(id) => self.write(move |c| imports::apply_batch(c, &ws, &id, lookup, planner)).await,
+            None => self
+                .read(move |c| {
+                    let found = imports::look_up(c, &ws, &lookup)?;
+                    Ok(planner(found).map(|w| w.counts))
+                })
+                .await?
+                .map_err(StoreError::Backend),
+        }
     }
 
     async fn finish_import(

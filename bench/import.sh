@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Import, re-import and export of a generated contact file (default 1,000,000 rows)
+# with `consentry` (release build), beside a plain SQLite insert of the same rows
+# (the floor). Prints rows/s and peak RSS. Usage: bench/import.sh [ROWS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows="${1:-1000000}"
+out="bench/out"
+mkdir -p "$out"
+cargo build --release --quiet --bin consentry --example sqlite_floor
+bin=target/release/consentry
+csv="$out/contacts-$rows.csv"
+[ -f "$csv" ] || python3 bench/gen_contacts.py "$rows" "$csv"
+rm -rf "$out/data" "$out/floor.db"* "$out/export.csv"
+
+measure() { # label, command...
+    local label="$1"; shift
+    local start end
+    start=$(date +%s.%N)
+    /usr/bin/time -f "%M" -o "$out/rss" "$@" >/dev/null 2>"$out/stderr" || { cat "$out/stderr"; exit 1; }
+    end=$(date +%s.%N)
+    python3 - "$label" "$start" "$end" "$rows" "$(cat "$out/rss")" <<'PY'
+import sys
+label, start, end, rows, rss = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+secs = end - start
+print(f"{label:<42} {rows:>9} rows {secs:8.2f} s {rows/secs:>10.0f} rows/s  peak RSS {rss/1024:6.1f} MiB")
+PY
+}
+
+echo "machine: $(nproc) cores, $(uname -m); rows: $rows"
+measure "floor: plain SQLite insert, 2 unique idx" target/release/examples/sqlite_floor "$csv" "$out/floor.db"
+$bin --data-dir "$out/data" init --owner-key-file "$out/owner.key" >/dev/null 2>&1
+imp=(import "$csv" --list bench --source "benchmark signup form" --create-attributes --segmentable country,language,loyalty_tier)
+measure "consentry import (empty store)" $bin --data-dir "$out/data" "${imp[@]}"
+measure "consentry re-import (every row exists)" $bin --data-dir "$out/data" "${imp[@]}"
+measure "consentry export to CSV" $bin --data-dir "$out/data" export --list bench --purpose benchmark --out "$out/export.csv"
+$bin --data-dir "$out/data" audit verify

@@ -1,0 +1,75 @@
+//! Settings: `consentry.toml` in the data directory, overridden by `CONSENTRY_*`
+//! environment variables and command-line flags. The master key is the one secret
+//! and never lives in this file.
+
+use anyhow::Context;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// The config file written by `init`.
+pub const DEFAULT_CONFIG: &str = r#"# consentry settings. Environment variables CONSENTRY_* and command-line flags
+# override these. The master key is not kept here: it is master.key (mode 0600)
+# beside this file, or CONSENTRY_MASTER_KEY.
+
+# Address the HTTP API listens on.
+listen = "127.0.0.1:8080"
+
+# Largest CSV body POST /api/v1/imports accepts, in MiB (bigger files: use the CLI).
+import_body_limit_mib = 64
+
+# Reverse proxies whose X-Forwarded-For header is believed. Empty: none.
+trusted_proxies = []
+"#;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    import_body_limit_mib: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+}
+
+/// Effective settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub import_body_limit: usize,
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Settings {
+    /// Reads `consentry.toml` from the data directory (if present) and applies
+    /// the `--listen` / `CONSENTRY_LISTEN` override.
+    pub fn load(data_dir: &Path, listen_override: Option<&str>) -> anyhow::Result<Self> {
+        let path = data_dir.join("consentry.toml");
+        let file: FileSettings = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("failed to parse {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileSettings::default(),
+            Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
+        };
+        let listen_raw = listen_override
+            .map(str::to_string)
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = listen_raw
+            .parse()
+            .with_context(|| format!("listen address {listen_raw:?} is not ADDRESS:PORT (for example 127.0.0.1:8080)"))?;
+        let trusted_proxies = file
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.parse().with_context(|| format!("trusted proxy {p:?} is not an IP address")))
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Settings {
+            data_dir: data_dir.to_path_buf(),
+            listen,
+            import_body_limit: file.import_body_limit_mib.unwrap_or(64).saturating_mul(1 << 20),
+            trusted_proxies,
+        })
+    }
+}

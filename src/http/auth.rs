@@ -1,0 +1,226 @@
+//! Who is calling: the API key from `Authorization: Bearer csk_...` becomes a
+//! `Principal` through `Vault::authenticate`; the client IP is taken from the TCP peer
+//! (or, behind a named trusted proxy, from `X-Forwarded-For`); a stated purpose comes
+//! from `X-Consentry-Purpose`. A request that carries an API key in its URL is refused
+//! before anything else looks at it, because URLs end up in proxy and access logs.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::access::{AccessError, Principal, ReadMode};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::net::{IpAddr, SocketAddr};
+
+/// Header in which a client states why it needs unmasked data.
+pub const PURPOSE_HEADER: &str = "x-consentry-purpose";
+
+/// The authenticated caller of a request.
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized { presented: false })?;
+        let ip = client_ip(parts, &state.settings.trusted_proxies);
+        let principal = state.vault.authenticate(token, ip).await?;
+        Ok(Auth(principal))
+    }
+}
+
+/// The token of an `Authorization: Bearer ...` header (scheme case-insensitive).
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The client's address: the TCP peer, unless the peer is a trusted proxy, in which
+/// case the last `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(parts: &Parts, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    Some(resolve_client_ip(peer, &parts.headers, trusted_proxies))
+}
+
+fn resolve_client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
+    if !trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        // An entry that does not parse ends what can be believed: keep the last hop seen.
+        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        client = ip;
+        if !trusted_proxies.contains(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// The purpose a request states in `X-Consentry-Purpose`, if any.
+#[derive(utoipa::IntoParams)]
+#[into_params(names("X-Consentry-Purpose"), parameter_in = Header)]
+pub struct StatedPurpose(
+    /// Why unmasked data is needed (1-200 printable characters, recorded in the audit log).
+    /// Needs `contacts:read`; without this header identifying fields come back masked.
+    #[param(max_length = 200)]
+    pub Option<String>,
+);
+
+impl<S: Send + Sync> FromRequestParts<S> for StatedPurpose {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.headers.get(PURPOSE_HEADER) {
+            None => Ok(StatedPurpose(None)),
+            Some(v) => match v.to_str() {
+                Ok(s) => Ok(StatedPurpose(Some(s.to_string()))),
+                Err(_) => Err(ApiError::invalid("X-Consentry-Purpose", "a purpose must be printable ASCII text")),
+            },
+        }
+    }
+}
+
+impl StatedPurpose {
+    /// How contact data is shown to `p` for a read: unmasked only with
+    /// `contacts:read` and a stated purpose.
+    pub fn read_mode(&self, p: &Principal) -> Result<ReadMode, ApiError> {
+        p.read_mode(self.0.as_deref()).map_err(purpose_error)
+    }
+
+    /// The same for the contact a write returns: a write needs no read permission
+    /// as long as it does not ask to see unmasked data.
+    pub fn write_mode(&self, p: &Principal) -> Result<ReadMode, ApiError> {
+        match self.0.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(ReadMode::Masked),
+            Some(_) => self.read_mode(p),
+        }
+    }
+}
+
+fn purpose_error(e: AccessError) -> ApiError {
+    match e {
+        AccessError::BadPurpose => ApiError::invalid("X-Consentry-Purpose", e.to_string()),
+        AccessError::Forbidden(p) => ApiError::Forbidden(format!(
+            "unmasked data needs the {} permission; leave out the X-Consentry-Purpose header to get masked data",
+            p.as_str()
+        )),
+    }
+}
+
+/// Query parameter names that suggest a credential.
+const SECRET_PARAMS: [&str; 4] = ["api_key", "key", "token", "access_token"];
+
+/// Refuses any request whose URL carries an API key, before authentication or
+/// routing sees it.
+pub async fn refuse_keys_in_url(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let in_path = percent_decode(uri.path()).to_ascii_lowercase().contains("csk_");
+    let in_query = uri.query().is_some_and(query_carries_secret);
+    if in_path || in_query {
+        return ApiError::BadRequest {
+            title: "API key in URL",
+            detail: "never put an API key in a URL: URLs are kept by proxies and access logs; send it as `Authorization: Bearer csk_...`. \
+                     Revoke a key that was sent this way."
+                .into(),
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
+fn query_carries_secret(query: &str) -> bool {
+    if percent_decode(query).to_ascii_lowercase().contains("csk_") {
+        return true;
+    }
+    query.split('&').any(|pair| {
+        let name = pair.split_once('=').map_or(pair, |(n, _)| n);
+        let name = percent_decode(&name.replace('+', " ")).trim().to_ascii_lowercase();
+        SECRET_PARAMS.contains(&name.as_str())
+    })
+}
+
+/// Decodes `%XX` escapes (lossy: invalid UTF-8 becomes U+FFFD), leaving anything
+/// malformed as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(b) = hex {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_queries_are_recognised() {
+        assert!(query_carries_secret("api_key=abc"));
+        assert!(query_carries_secret("list=a&Token=x"));
+        assert!(query_carries_secret("access%5Ftoken=x"));
+        assert!(query_carries_secret("q=CSK_abc"));
+        assert!(query_carries_secret("q=csk%5fabc"));
+        assert!(query_carries_secret("key"));
+        assert!(!query_carries_secret("list=newsletter&limit=10"));
+        assert!(!query_carries_secret("keyboard=1"));
+    }
+
+    #[test]
+    fn percent_decoding_is_forgiving() {
+        assert_eq!(percent_decode("a%20b%"), "a b%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() -> Result<(), Box<dyn std::error::Error>> {
+        let proxy: IpAddr = "10.0.0.1".parse()?;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "198.51.100.7, 203.0.113.9, 10.0.0.2".parse()?);
+        let other: IpAddr = "192.0.2.1".parse()?;
+        assert_eq!(resolve_client_ip(other, &headers, &[proxy]), other);
+        let trusted = [proxy, "10.0.0.2".parse()?];
+        assert_eq!(resolve_client_ip(proxy, &headers, &trusted), "203.0.113.9".parse::<IpAddr>()?);
+        headers.insert("x-forwarded-for", "junk, 10.0.0.2".parse()?);
+        assert_eq!(resolve_client_ip(proxy, &headers, &trusted), "10.0.0.2".parse::<IpAddr>()?);
+        assert_eq!(resolve_client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        Ok(())
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() -> Result<(), Box<dyn std::error::Error>> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "bearer csk_a_b".parse()?);
+        assert_eq!(bearer_token(&headers), Some("csk_a_b"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse()?);
+        assert_eq!(bearer_token(&headers), None);
+        Ok(())
+    }
+}

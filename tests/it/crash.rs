@@ -1,0 +1,125 @@
+//! Crash safety of imports: `kill -9` at random moments, then the same command
+//! again. Never a duplicate, never a half-written contact, never a broken chain, and
+//! the job ends with the exact expected counts.
+
+use crate::support::Cli;
+use std::time::{Duration, Instant};
+
+const ROWS: usize = 40_000;
+
+fn generate(rows: usize) -> String {
+    let mut s = String::from("email,phone,first_name,last_name\n");
+    for i in 0..rows {
+        // Every 1000th row repeats an earlier address: in-file duplicates too.
+        let n = if i % 1000 == 999 { i - 500 } else { i };
+        s.push_str(&format!("person{n}@example.com,+3161{:07},First{n},Last{n}\n", n));
+    }
+    s
+}
+
+fn check_invariants(cli: &Cli) {
+    let db = cli.db();
+    let ok: String = db.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(ok, "ok");
+    let half: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM contacts c WHERE email_ct IS NULL OR phone_ct IS NULL OR first_name_ct IS NULL OR last_name_ct IS NULL
+             OR NOT EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = c.id)
+             OR NOT EXISTS (SELECT 1 FROM consent_events e WHERE e.contact_id = c.id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(half, 0, "half-written contacts");
+    let dup: i64 = db
+        .query_row("SELECT COUNT(*) - COUNT(DISTINCT email_bidx) FROM contacts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(dup, 0, "duplicate contacts");
+    let verify = cli.run(&["audit", "verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+#[test]
+fn twenty_kills_during_an_import_lose_and_duplicate_nothing() {
+    let cli = Cli::init();
+    let file = cli.write("big.csv", generate(ROWS).as_bytes());
+    let args = [
+        "import",
+        file.to_str().unwrap(),
+        "--list",
+        "all",
+        "--source",
+        "shop checkout",
+        "--channels",
+        "email,sms",
+    ];
+
+    // How long an uninterrupted import takes here, to spread the kills over it.
+    let probe = Cli::init();
+    let probe_file = probe.write("big.csv", generate(ROWS).as_bytes());
+    let t = Instant::now();
+    probe.ok(&[
+        "import",
+        probe_file.to_str().unwrap(),
+        "--list",
+        "all",
+        "--source",
+        "shop checkout",
+        "--channels",
+        "email,sms",
+    ]);
+    let full = t.elapsed().as_millis().max(200) as u64;
+
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
+    let mut kills = 0;
+    let mut finished = false;
+    while kills < 20 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let delay = 20 + (seed >> 33) % (full / 4).max(40);
+        let mut child = cli
+            .command()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                // It finished before the kill: the job is complete.
+                assert!(status.code() == Some(0), "import failed on its own: {status:?}");
+                finished = true;
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+            }
+        }
+        check_invariants(&cli);
+    }
+    eprintln!("uninterrupted import: {full} ms; kills: {kills}; finished early: {finished}");
+    assert_eq!(kills, 20, "the import finished before it was killed 20 times");
+    cli.ok(&args);
+    check_invariants(&cli);
+    let expected_unique = (0..ROWS).filter(|i| i % 1000 != 999).count() as i64;
+    let db = cli.db();
+    let contacts: i64 = db.query_row("SELECT COUNT(*) FROM contacts", [], |r| r.get(0)).unwrap();
+    assert_eq!(contacts, expected_unique);
+    // The job that did the work, resumed across every kill, has the exact counts.
+    let (read, created, updated, unchanged, rejected, status): (i64, i64, i64, i64, i64, String) = db
+        .query_row(
+            "SELECT read_count, created_count, updated_count, unchanged_count, rejected_count, status FROM imports ORDER BY created_at LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "finished");
+    assert_eq!(
+        (read, created, updated + unchanged, rejected),
+        (ROWS as i64, expected_unique, (ROWS as i64) - expected_unique, 0)
+    );
+    let events: i64 = db.query_row("SELECT COUNT(*) FROM consent_events", [], |r| r.get(0)).unwrap();
+    assert_eq!(events, expected_unique * 2, "one consent per channel per contact");
+}
