@@ -59,7 +59,6 @@ CREATE TABLE contacts (
 ) STRICT;
 CREATE UNIQUE INDEX contacts_email ON contacts(workspace_id, email_bidx) WHERE email_bidx IS NOT NULL;
 CREATE UNIQUE INDEX contacts_phone ON contacts(workspace_id, phone_bidx) WHERE phone_bidx IS NOT NULL;
-CREATE INDEX contacts_workspace ON contacts(workspace_id, id);
 
 CREATE TABLE lists (
     id TEXT PRIMARY KEY,

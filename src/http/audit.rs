@@ -53,7 +53,7 @@ pub async fn list_events(
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
     let after = match q.after.as_deref() {
-        None | Some("") => 0,
+        None => 0,
         Some(raw) => raw
             .parse::<i64>()
             .ok()

@@ -76,7 +76,7 @@ fn resolve_client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAdd
 pub struct StatedPurpose(
     /// Why unmasked data is needed (1-200 printable characters, recorded in the audit log).
     /// Needs `contacts:read`; without this header identifying fields come back masked.
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     pub Option<String>,
 );
 

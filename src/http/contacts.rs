@@ -45,15 +45,31 @@ pub struct ContactListQuery {
     pub limit: Option<u32>,
 }
 
-/// Exact lookup by one identifier.
+/// Exact lookup by one identifier: an email address, or a phone number.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum LookupRequest {
+    Email(EmailLookup),
+    Phone(PhoneLookup),
+}
+
+/// Lookup by email address.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LookupRequest {
-    /// Email address (give this or `phone`).
-    pub email: Option<String>,
-    /// Phone number (give this or `email`).
-    pub phone: Option<String>,
-    /// Region for a phone number written without a country code (e.g. `NL`).
+pub struct EmailLookup {
+    #[schema(format = Email, min_length = 3, max_length = 254)]
+    pub email: String,
+}
+
+/// Lookup by phone number.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhoneLookup {
+    /// In international form (`+31...`), or national form with `region`.
+    #[schema(min_length = 1, max_length = 64)]
+    pub phone: String,
+    /// Region for a number written without a country code (e.g. `NL`).
+    #[schema(pattern = "^[A-Z]{2}$")]
     pub region: Option<String>,
 }
 
@@ -140,10 +156,15 @@ pub async fn lookup_contact(
     ApiJson(q): ApiJson<LookupRequest>,
 ) -> Result<Json<ContactView>, ApiError> {
     let mode = purpose.read_mode(&p)?;
-    let view = state
-        .vault
-        .lookup_contact(&p, q.email.as_deref(), q.phone.as_deref(), q.region.as_deref(), &mode)
-        .await?;
+    let view = match q {
+        LookupRequest::Email(e) => state.vault.lookup_contact(&p, Some(&e.email), None, None, &mode).await?,
+        LookupRequest::Phone(ph) => {
+            state
+                .vault
+                .lookup_contact(&p, None, Some(&ph.phone), ph.region.as_deref(), &mode)
+                .await?
+        }
+    };
     Ok(Json(view))
 }
 

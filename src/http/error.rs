@@ -179,7 +179,7 @@ impl From<VaultError> for ApiError {
             VaultError::Forbidden(e @ AccessError::BadPurpose) => ApiError::invalid("purpose", e.to_string()),
             VaultError::Invalid(errors) => ApiError::Invalid(errors),
             VaultError::BadRequest(detail) => ApiError::bad_request(detail),
-            e @ VaultError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            VaultError::Conflict(detail) => ApiError::Conflict(detail),
             VaultError::AuditUnavailable(cause) => ApiError::AuditUnavailable(cause),
             VaultError::Integrity { .. } => ApiError::Integrity,
             VaultError::Internal(cause) => ApiError::Internal(cause),

@@ -41,14 +41,18 @@ pub fn router(body_limit: usize) -> Router<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct ImportQuery {
     /// List (id or name) to add the contacts to; created when missing.
+    #[param(min_length = 1, max_length = 100)]
     pub list: String,
     /// Where and how the consents were obtained; required unless every row has `gdpr_source`.
     pub source: Option<String>,
     /// Channels the consents cover, comma-separated: `email`, `sms`, `whatsapp` (default `email`).
+    #[param(pattern = "^(email|sms|whatsapp)(,(email|sms|whatsapp))*$")]
     pub channels: Option<String>,
     /// Default region for phone numbers without a country code (e.g. `NL`).
+    #[param(pattern = "^[A-Z]{2}$")]
     pub region: Option<String>,
     /// What to do with contacts that already exist (default `merge`).
+    #[param(inline)]
     pub on_existing: Option<OnExisting>,
     /// Check and count without writing anything.
     pub dry_run: Option<bool>,
@@ -57,6 +61,7 @@ pub struct ImportQuery {
     /// Columns to create as segmentable (clear) attributes, comma-separated.
     pub segmentable: Option<String>,
     /// Purpose of the imported consents (default `marketing`).
+    #[param(pattern = "^[a-z0-9_-]{1,64}$")]
     pub consent_purpose: Option<String>,
 }
 
@@ -232,6 +237,7 @@ pub async fn create_import(
 }
 
 /// A CSV file sent as a form.
+// Only describes the form in the API description: `read_csv` reads the part itself.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct UploadForm {

@@ -2,9 +2,10 @@
 //! keys. Needs `keys:manage`; a key can grant only permissions it holds itself.
 
 use super::auth::Auth;
-use super::error::{ApiError, BodyErrors, CommonErrors};
+use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
+use crate::access::Permission;
 use crate::vault::api_keys::ApiKeyView;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,6 +13,7 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
@@ -28,11 +30,33 @@ pub struct KeyIndex {
 
 /// Scopes as `"a,b"` or `["a", "b"]`: permissions (`contacts:read`, ...) or roles
 /// (`owner`, `admin`, `marketer`, `sender`, `viewer`, `auditor`).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Scopes {
     Text(String),
     List(Vec<String>),
+}
+
+/// The roles `access::parse_scopes` expands, for the API description.
+const ROLES: [&str; 6] = ["owner", "admin", "marketer", "sender", "viewer", "auditor"];
+
+/// Describes `Scopes`: a comma-separated string or a list of scope names.
+fn scopes_schema() -> Schema {
+    let names: Vec<&str> = ROLES.into_iter().chain(Permission::ALL.iter().map(|p| p.as_str())).collect();
+    let alternatives = names.join("|");
+    let text = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(format!("^({alternatives})(,({alternatives}))*$")))
+        .description(Some("Comma-separated scope names"));
+    let list = ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(names)))
+        .min_items(Some(1));
+    OneOfBuilder::new()
+        .item(text)
+        .item(list)
+        .description(Some("Permissions and roles the key gets"))
+        .build()
+        .into()
 }
 
 /// A key to create.
@@ -40,12 +64,15 @@ pub enum Scopes {
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// 1-100 characters.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
+    #[schema(schema_with = scopes_schema)]
     pub scopes: Scopes,
     /// Lists (ids or names) the key is limited to; all lists when left out.
     #[serde(default)]
     pub lists: Vec<String>,
     /// Lifetime such as `90d`, `12h` or `30m`; no expiry when left out.
+    #[schema(pattern = "^[1-9][0-9]{0,4}[dhm]$")]
     pub expires: Option<String>,
 }
 
@@ -108,12 +135,15 @@ pub async fn create_key(
 }
 
 /// Revoke an API key.
+///
+/// A key cannot revoke itself (use another key or the CLI), so a client cannot lock
+/// itself out by accident.
 #[utoipa::path(
     delete,
     path = "/api/v1/keys/{id}",
     tag = "keys",
     params(("id" = String, Path, description = "Key id")),
-    responses((status = 204, description = "Revoked"), CommonErrors),
+    responses((status = 204, description = "Revoked"), ConflictError, CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn revoke_key(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {

@@ -2,7 +2,7 @@
 //! members. A key limited to some lists sees only those; the others answer 404.
 
 use super::auth::Auth;
-use super::error::{ApiError, BodyErrors, CommonErrors};
+use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
 use super::extract::{ApiJson, ApiPath};
 use super::{created, AppState};
 use crate::vault::lists::ListView;
@@ -33,6 +33,11 @@ pub struct ListIndex {
 #[serde(deny_unknown_fields)]
 pub struct ListName {
     /// 1-100 printable characters, unique in the workspace.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\s\\x00-\\x1f\\x7f-\\x9f]([^\\x00-\\x1f\\x7f-\\x9f]*[^\\s\\x00-\\x1f\\x7f-\\x9f])?$"
+    )]
     pub name: String,
 }
 
@@ -41,6 +46,7 @@ pub struct ListName {
 #[serde(deny_unknown_fields)]
 pub struct MemberChange {
     /// 1-10000 contact ids.
+    #[schema(min_items = 1, max_items = 10000)]
     pub contacts: Vec<Uuid>,
 }
 
@@ -81,7 +87,7 @@ pub async fn list_lists(State(state): State<AppState>, Auth(p): Auth) -> Result<
     responses(
         (status = 201, description = "The new list", body = ListView,
             headers(("Location" = String, description = "Path of the new list"))),
-        BodyErrors, CommonErrors
+        BodyErrors, ConflictError, CommonErrors
     ),
     security(("bearer" = []))
 )]
@@ -118,7 +124,7 @@ pub async fn get_list(State(state): State<AppState>, Auth(p): Auth, ApiPath(id):
     tag = "lists",
     params(("id" = String, Path, description = "List id or name")),
     request_body = ListName,
-    responses((status = 200, description = "The renamed list", body = ListView), BodyErrors, CommonErrors),
+    responses((status = 200, description = "The renamed list", body = ListView), BodyErrors, ConflictError, CommonErrors),
     security(("bearer" = []))
 )]
 pub async fn rename_list(

@@ -132,8 +132,15 @@ impl Vault {
         Ok(self.store.list_api_keys(&p.workspace_id).await?.iter().map(Into::into).collect())
     }
 
+    /// Revokes a key. A key cannot revoke itself, so a client cannot lock itself
+    /// out by accident (another key or the CLI can).
     pub async fn revoke_api_key(&self, p: &Principal, id: &str) -> VaultResult<()> {
         p.require(Permission::KeysManage)?;
+        if p.actor == format!("key:{id}") {
+            return Err(VaultError::Conflict(
+                "a key cannot revoke itself: revoke it with another key or with `consentry keys revoke`".into(),
+            ));
+        }
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.revoked")
             .target(format!("key:{id}"))
             .ip_hash(p.ip_hash.clone());

@@ -61,6 +61,20 @@ pub fn write_csv_record<W: Write>(out: &mut W, fields: &[&str]) -> std::io::Resu
 const PAGE: u32 = 5_000;
 
 impl Vault {
+    /// An export record: who exported which list, when, why, how many rows.
+    /// Needs `contacts:export` or `audit:read`; outside the caller's lists it does
+    /// not exist.
+    pub async fn get_export(&self, p: &Principal, id: &str) -> VaultResult<ExportRecord> {
+        if !p.has(Permission::ContactsExport) {
+            p.require(Permission::AuditRead)?;
+        }
+        self.store
+            .find_export(&p.workspace_id, id)
+            .await?
+            .filter(|r| p.lists.allows_list(&r.list_id))
+            .ok_or(VaultError::NotFound("export"))
+    }
+
     /// Streams a list's contacts to `out`; returns the export record.
     pub async fn export_list<W: Write + Send>(
         &self,
@@ -71,6 +85,8 @@ impl Vault {
         out: &mut W,
     ) -> VaultResult<ExportRecord> {
         p.require(Permission::ContactsExport)?;
+        // An export hands out unmasked data, so it needs what an unmasked read needs.
+        p.require(Permission::ContactsRead)?;
         let purpose = parse_purpose_text(purpose)?;
         let list = self.get_list(p, list).await?;
         let keys = self.keys(&p.workspace_id).await?;

@@ -46,8 +46,9 @@ pub enum VaultError {
     Invalid(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
-    #[error("a contact with this {field} already exists")]
-    Conflict { field: &'static str },
+    /// The change clashes with existing state (a taken email, phone or name).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the audit log could not be written, so nothing was done")]
     AuditUnavailable(#[source] anyhow::Error),
     #[error("stored data failed its integrity check ({field}); it was not returned")]
@@ -60,7 +61,11 @@ impl From<StoreError> for VaultError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => VaultError::NotFound(what),
-            StoreError::Conflict { field } => VaultError::Conflict { field },
+            StoreError::Conflict { field } => VaultError::Conflict(match field {
+                "email" | "phone" => format!("a contact with this {field} already exists"),
+                "list name" => "a list with this name already exists".to_string(),
+                other => format!("this {other} already exists"),
+            }),
             StoreError::AuditUnavailable(e) => VaultError::AuditUnavailable(e),
             StoreError::Backend(e) => VaultError::Internal(e),
         }

@@ -128,13 +128,17 @@ pub fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Resu
     ))?;
     let mut member = c.prepare_cached("SELECT 1 FROM list_members WHERE list_id = ?1 AND contact_id = ?2")?;
     let mut suppressed = c.prepare_cached("SELECT 1 FROM suppressions WHERE workspace_id = ?1 AND bidx = ?2")?;
+    // Most workspaces have few suppressions; skip the per-identifier probe when there are none.
+    let any_suppressed = c
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM suppressions WHERE workspace_id = ?1)")?
+        .query_row([ws], |r| r.get::<_, bool>(0))?;
     let pairs = lookup
         .email_bidx
         .iter()
         .map(|b| (true, b))
         .chain(lookup.phone_bidx.iter().map(|b| (false, b)));
     for (is_email, bidx) in pairs {
-        if suppressed.query_row(params![ws, bidx], |_| Ok(())).optional()?.is_some() {
+        if any_suppressed && suppressed.query_row(params![ws, bidx], |_| Ok(())).optional()?.is_some() {
             found.suppressed.push(bidx.clone());
         }
         let stmt = if is_email { &mut by_email } else { &mut by_phone };
