@@ -22,7 +22,7 @@ def main():
             first, last = rnd.choice(FIRST), rnd.choice(LAST)
             country, lang = rnd.choice(COUNTRY)
             email = f"{first.lower()}.{i}@{rnd.choice(DOMAINS)}"
-            phone = f"+316{i:08d}"
+            phone = f"+3161{i:07d}"
             last_field = f'"{last}"' if "'" in last or "," in last else last
             buf.append(f"{email},{phone},{first},{last_field},{country},{lang},{rnd.choice(TIERS)},C{i:09d}\r\n")
             if len(buf) >= 10000:

@@ -11,7 +11,7 @@ cargo build --release --quiet --bin consentry --example sqlite_floor
 bin=target/release/consentry
 csv="$out/contacts-$rows.csv"
 [ -f "$csv" ] || python3 bench/gen_contacts.py "$rows" "$csv"
-rm -rf "$out/data" "$out/floor.db"* "$out/export.csv"
+rm -rf "$out/data" "$out/floor.db"* "$out/export.csv" "$out/owner.key"
 
 measure() { # label, command...
     local label="$1"; shift

@@ -15,7 +15,7 @@ cargo build --release --quiet --bin consentry
 bin=target/release/consentry
 csv="$out/contacts-$rows.csv"
 [ -f "$csv" ] || python3 bench/gen_contacts.py "$rows" "$csv"
-rm -rf "$out/lookup-data"
+rm -rf "$out/lookup-data" "$out/lookup-owner.key"
 $bin --data-dir "$out/lookup-data" init --owner-key-file "$out/lookup-owner.key" >/dev/null 2>&1
 $bin --data-dir "$out/lookup-data" import "$csv" --list bench --source "benchmark" --create-attributes --segmentable country,language,loyalty_tier >/dev/null 2>&1
 port=18452

@@ -5,6 +5,11 @@
 use clap::Parser;
 use consentry::cli::{run, Cli};
 
+// Import batches allocate and free many small buffers across threads; glibc's
+// allocator fragmented badly under that pattern (peak RSS), mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     init_logging(&cli.log_format);

@@ -56,7 +56,7 @@ CREATE TABLE contacts (
     updated_at INTEGER NOT NULL,
     deleted_at INTEGER,
     CHECK (deleted_at IS NOT NULL OR email_ct IS NOT NULL OR phone_ct IS NOT NULL)
-) STRICT;
+) STRICT, WITHOUT ROWID;
 CREATE UNIQUE INDEX contacts_email ON contacts(workspace_id, email_bidx) WHERE email_bidx IS NOT NULL;
 CREATE UNIQUE INDEX contacts_phone ON contacts(workspace_id, phone_bidx) WHERE phone_bidx IS NOT NULL;
 
@@ -77,8 +77,9 @@ CREATE TABLE list_members (
 CREATE INDEX list_members_contact ON list_members(contact_id);
 
 CREATE TABLE consent_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id BLOB NOT NULL UNIQUE,
+    -- Rows are never deleted (see the triggers), so rowids only grow.
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
     workspace_id TEXT NOT NULL,
     contact_id BLOB NOT NULL,
     channel TEXT NOT NULL,

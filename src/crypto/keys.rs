@@ -163,13 +163,18 @@ impl WorkspaceKeys {
         })
     }
 
-    /// Blind index of an identifier: HMAC-SHA256 over kind and normalised value.
-    pub fn blind_index(&self, kind: &str, normalized: &str) -> [u8; 32] {
+    /// Blind index of an identifier: HMAC-SHA256 over kind and normalised value,
+    /// truncated to 128 bits (collisions stay negligible far beyond any contact
+    /// base, and the unique indexes stay half the size).
+    pub fn blind_index(&self, kind: &str, normalized: &str) -> [u8; 16] {
         let mut mac = self.bidx.clone();
         mac.update(kind.as_bytes());
         mac.update(&[0]);
         mac.update(normalized.as_bytes());
-        mac.finalize().into_bytes().into()
+        let full: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&full[..16]);
+        out
     }
 
     /// Keyed hash of a token secret or a client IP (stored instead of the value).

@@ -69,6 +69,22 @@ impl EmailAddress {
         })
     }
 
+    /// Reads back an address this program parsed and sealed with an authenticated
+    /// cipher: it is only re-normalised, not re-validated.
+    pub fn from_sealed(display: &str) -> Result<Self, &'static str> {
+        let at = display.rfind('@').ok_or("email has no '@'")?;
+        let (local, domain) = (&display[..at], &display[at + 1..]);
+        let ascii = if domain.is_ascii() {
+            domain.to_ascii_lowercase()
+        } else {
+            idna::domain_to_ascii(domain).map_err(|_| "email domain is not a valid domain name")?
+        };
+        Ok(EmailAddress {
+            display: display.to_string(),
+            normalized: format!("{local}@{ascii}").to_lowercase(),
+        })
+    }
+
     /// The address as it will be shown and stored (encrypted).
     pub fn as_str(&self) -> &str {
         &self.display

@@ -20,7 +20,6 @@ impl Region {
 #[derive(Clone, PartialEq, Eq)]
 pub struct PhoneNumber {
     e164: String,
-    country_code: u16,
 }
 
 impl PhoneNumber {
@@ -45,26 +44,27 @@ impl PhoneNumber {
             return Err("phone is not a valid number for its country");
         }
         let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
-        Ok(PhoneNumber {
-            e164,
-            country_code: number.code().value(),
-        })
+        Ok(PhoneNumber { e164 })
     }
 
-    /// Reads back a number already stored in E.164 form.
-    pub fn from_e164(e164: &str) -> Result<Self, &'static str> {
-        if !e164.starts_with('+') {
+    /// Reads back a number this program wrote in E.164 form and sealed with an
+    /// authenticated cipher, so it needs only a shape check, not a full parse
+    /// (which costs far more than the decryption).
+    pub fn from_sealed_e164(e164: &str) -> Result<Self, &'static str> {
+        let digits = e164.strip_prefix('+').ok_or("phone is not in E.164 form")?;
+        if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err("phone is not in E.164 form");
         }
-        Self::parse(e164, None)
+        Ok(PhoneNumber { e164: e164.to_string() })
     }
 
     pub fn as_str(&self) -> &str {
         &self.e164
     }
 
+    /// The country calling code (parsed on demand: only masking needs it).
     pub fn country_code(&self) -> u16 {
-        self.country_code
+        phonenumber::parse(None, &self.e164).map(|n| n.code().value()).unwrap_or(0)
     }
 }
 

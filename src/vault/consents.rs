@@ -243,7 +243,24 @@ impl Vault {
         let (_, cipher, _) = self.contact_for_consent(p, id).await?;
         let rows = self.store.list_consents(&p.workspace_id, id).await?;
         self.audit_read(p, mode, "consent.read_unmasked", &[id]).await?;
-        let events: Vec<ConsentEventView> = rows.iter().map(|r| event_view(&cipher, r, mode)).collect();
+        let mut events: Vec<ConsentEventView> = rows.iter().map(|r| event_view(&cipher, r, mode)).collect();
+        // Imported consents name their job; show what the job proves (file hash,
+        // uploader, time) beside them.
+        let mut jobs: std::collections::HashMap<String, Option<crate::store::ImportJob>> = Default::default();
+        for e in &mut events {
+            let Some(import_id) = e.evidence.get("import").and_then(|v| v.as_str()).map(str::to_string) else {
+                continue;
+            };
+            if !jobs.contains_key(&import_id) {
+                let job = self.store.find_import(&p.workspace_id, &import_id).await?;
+                jobs.insert(import_id.clone(), job);
+            }
+            if let (Some(Some(job)), Some(obj)) = (jobs.get(&import_id), e.evidence.as_object_mut()) {
+                obj.insert("file_sha256".into(), job.file_hash.clone().into());
+                obj.insert("uploader".into(), job.uploader.clone().into());
+                obj.insert("imported_at".into(), rfc3339(job.created_at).into());
+            }
+        }
         let mut state: Vec<ConsentState> = Vec::new();
         for e in &events {
             let s = ConsentState {

@@ -97,10 +97,10 @@ pub fn open_row(keys: &WorkspaceKeys, row: &ContactRow) -> Result<(ContactCipher
     };
     let tampered = |f: &str| CryptoError::Tampered { field: f.to_string() };
     let email = text(FieldName::Email, &row.email_ct)?
-        .map(|e| EmailAddress::parse(&e).map_err(|_| tampered("email")))
+        .map(|e| EmailAddress::from_sealed(&e).map_err(|_| tampered("email")))
         .transpose()?;
     let phone = text(FieldName::Phone, &row.phone_ct)?
-        .map(|p| PhoneNumber::from_e164(&p).map_err(|_| tampered("phone")))
+        .map(|p| PhoneNumber::from_sealed_e164(&p).map_err(|_| tampered("phone")))
         .transpose()?;
     let identifying = match &row.attributes_ct {
         Some(ct) => {

@@ -608,7 +608,11 @@ impl Store for SqliteStore {
     ) -> StoreResult<ImportCounts> {
         let (ws, id) = (workspace_id.to_string(), import_id.map(str::to_string));
         match id {
-            Some(id) => self.write(move |c| imports::apply_batch(c, &ws, &id, lookup, planner)).await,
+            Some(id) => {
+                self.writer
+                    .write_solo(move |c| (true, imports::apply_batch(c, &ws, &id, lookup, planner)))
+                    .await
+            }
             None => self
                 .read(move |c| {
                     let found = imports::look_up(c, &ws, &lookup)?;
