@@ -5,5 +5,6 @@ mod cli;
 mod crash;
 mod helpers;
 mod import;
+mod plaintext;
 mod readme;
 mod support;
