@@ -57,8 +57,11 @@ CREATE TABLE contacts (
     deleted_at INTEGER,
     CHECK (deleted_at IS NOT NULL OR email_ct IS NOT NULL OR phone_ct IS NOT NULL)
 ) STRICT, WITHOUT ROWID;
-CREATE UNIQUE INDEX contacts_email ON contacts(workspace_id, email_bidx) WHERE email_bidx IS NOT NULL;
-CREATE UNIQUE INDEX contacts_phone ON contacts(workspace_id, phone_bidx) WHERE phone_bidx IS NOT NULL;
+-- Blind indexes are keyed per workspace, so equal values in two workspaces are a
+-- 2^-128 event: the unique indexes need no workspace column, which halves them and
+-- keeps them in the page cache for large contact bases.
+CREATE UNIQUE INDEX contacts_email ON contacts(email_bidx) WHERE email_bidx IS NOT NULL;
+CREATE UNIQUE INDEX contacts_phone ON contacts(phone_bidx) WHERE phone_bidx IS NOT NULL;
 
 CREATE TABLE lists (
     id TEXT PRIMARY KEY,
