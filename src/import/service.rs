@@ -15,7 +15,7 @@ use crate::domain::{parse_attribute_name, AttributeClass, Channel, EmailAddress,
 use crate::store::{
     AttributeDef, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, ImportCounts, ImportJob, ImportRejection, ImportStatus,
 };
-use crate::vault::contacts::{open_row, seal_row, ContactPlain};
+use crate::vault::contacts::{open_row, seal_new, seal_row, ContactPlain};
 use crate::vault::{Vault, VaultError, VaultResult};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -384,24 +384,7 @@ fn col_name(c: &Column) -> &str {
 }
 
 fn prepare(keys: &WorkspaceKeys, parsed: ParsedRow, now: i64) -> Result<PreparedRow, crate::crypto::CryptoError> {
-    let id = Uuid::now_v7();
-    let (cipher, sealed) = ContactCipher::create(keys, *id.as_bytes())?;
-    let base = ContactRow {
-        id,
-        workspace_id: keys.workspace_id.clone(),
-        email_bidx: None,
-        phone_bidx: None,
-        contact_key: sealed.0,
-        email_ct: None,
-        phone_ct: None,
-        first_name_ct: None,
-        last_name_ct: None,
-        attributes_ct: None,
-        segment_attributes: "{}".into(),
-        created_at: now,
-        updated_at: now,
-    };
-    let new_row = seal_row(&cipher, keys, base, &parsed.plain)?;
+    let (_, new_row) = seal_new(keys, Uuid::now_v7(), &parsed.plain, now)?;
     Ok(PreparedRow {
         email_bidx: new_row.email_bidx.clone(),
         phone_bidx: new_row.phone_bidx.clone(),

@@ -89,6 +89,28 @@ pub fn seal_row(cipher: &ContactCipher, keys: &WorkspaceKeys, base: ContactRow, 
     })
 }
 
+/// Seals a new contact under a fresh contact key.
+pub fn seal_new(keys: &WorkspaceKeys, id: Uuid, plain: &ContactPlain, now: i64) -> Result<(ContactCipher, ContactRow), CryptoError> {
+    let (cipher, sealed_key) = ContactCipher::create(keys, *id.as_bytes())?;
+    let base = ContactRow {
+        id,
+        workspace_id: keys.workspace_id.clone(),
+        email_bidx: None,
+        phone_bidx: None,
+        contact_key: sealed_key.0,
+        email_ct: None,
+        phone_ct: None,
+        first_name_ct: None,
+        last_name_ct: None,
+        attributes_ct: None,
+        segment_attributes: "{}".into(),
+        created_at: now,
+        updated_at: now,
+    };
+    let row = seal_row(&cipher, keys, base, plain)?;
+    Ok((cipher, row))
+}
+
 /// Opens a row. Any ciphertext that does not belong to its place is an error.
 pub fn open_row(keys: &WorkspaceKeys, row: &ContactRow) -> Result<(ContactCipher, ContactPlain), CryptoError> {
     let cipher = ContactCipher::open(keys, *row.id.as_bytes(), &row.contact_key)?;
@@ -259,23 +281,7 @@ impl Vault {
         }
         let id = Uuid::now_v7();
         let now = self.now();
-        let (cipher, sealed_key) = ContactCipher::create(&keys, *id.as_bytes())?;
-        let base = ContactRow {
-            id,
-            workspace_id: p.workspace_id.clone(),
-            email_bidx: None,
-            phone_bidx: None,
-            contact_key: sealed_key.0,
-            email_ct: None,
-            phone_ct: None,
-            first_name_ct: None,
-            last_name_ct: None,
-            attributes_ct: None,
-            segment_attributes: "{}".into(),
-            created_at: now,
-            updated_at: now,
-        };
-        let row = seal_row(&cipher, &keys, base, &plain)?;
+        let (cipher, row) = seal_new(&keys, id, &plain, now)?;
         let mut consents = Vec::new();
         for (i, c) in input.consents.iter().enumerate() {
             consents.push(self.consent_row(p, &cipher, &plain, id, c, &format!("consents[{i}]"))?);
