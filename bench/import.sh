@@ -8,7 +8,7 @@ rows="${1:-1000000}"
 out="bench/out"
 mkdir -p "$out"
 cargo build --release --quiet --bin consentry --example sqlite_floor
-bin=target/release/consentry
+bin="${CARGO_TARGET_DIR:-target}/release/consentry"
 csv="$out/contacts-$rows.csv"
 [ -f "$csv" ] || python3 bench/gen_contacts.py "$rows" "$csv"
 rm -rf "$out/data" "$out/floor.db"* "$out/export.csv" "$out/owner.key"
@@ -28,7 +28,7 @@ PY
 }
 
 echo "machine: $(nproc) cores, $(uname -m); rows: $rows"
-measure "floor: plain SQLite insert, 2 unique idx" target/release/examples/sqlite_floor "$csv" "$out/floor.db"
+measure "floor: plain SQLite insert, 2 unique idx" "${CARGO_TARGET_DIR:-target}/release/examples/sqlite_floor" "$csv" "$out/floor.db"
 $bin --data-dir "$out/data" init --owner-key-file "$out/owner.key" >/dev/null 2>&1
 imp=(import "$csv" --list bench --source "benchmark signup form" --create-attributes --segmentable country,language,loyalty_tier)
 measure "consentry import (empty store)" $bin --data-dir "$out/data" "${imp[@]}"

@@ -12,7 +12,7 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 out="bench/out"
 mkdir -p "$out"
 cargo build --release --quiet --bin consentry
-bin=target/release/consentry
+bin="${CARGO_TARGET_DIR:-target}/release/consentry"
 csv="$out/contacts-$rows.csv"
 [ -f "$csv" ] || python3 bench/gen_contacts.py "$rows" "$csv"
 rm -rf "$out/lookup-data" "$out/lookup-owner.key"
