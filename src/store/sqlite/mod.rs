@@ -3,6 +3,7 @@
 //! pool of read-only connections. Per-dialect SQL stays in this folder.
 
 mod audit;
+mod checkpointer;
 mod contacts;
 mod imports;
 mod writer;
@@ -25,6 +26,9 @@ pub struct SqliteStore {
     writer: Writer,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Semaphore,
+    // Declared last: dropped after the writer and readers, so its final
+    // checkpoint sees everything they wrote.
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 impl SqliteStore {
@@ -37,7 +41,8 @@ impl SqliteStore {
              PRAGMA foreign_keys = ON;
              PRAGMA temp_store = MEMORY;
              PRAGMA cache_size = -65536;
-             PRAGMA busy_timeout = 10000;",
+             PRAGMA busy_timeout = 10000;
+             PRAGMA wal_autocheckpoint = 0;",
         )
         .context("failed to configure the database")?;
         migrate(&conn).context("failed to apply database migrations")?;
@@ -46,6 +51,7 @@ impl SqliteStore {
             writer: Writer::start(conn)?,
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_permits: Semaphore::new(READERS),
+            _checkpointer: checkpointer::Checkpointer::start(path)?,
         })
     }
 
