@@ -17,6 +17,18 @@ const PLANTED: [&str; 8] = [
     "Wildlingplanted",
 ];
 
+/// Kills the server if the test fails before stopping it.
+struct ServerGuard(Option<std::process::Child>);
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 #[tokio::test]
 async fn planted_values_never_reach_the_disk_or_the_server_log() {
     let cli = Cli::init();
@@ -27,7 +39,7 @@ async fn planted_values_never_reach_the_disk_or_the_server_log() {
     };
     let log_path = cli.path("server.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut server = cli
+    let server = cli
         .command()
         .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("CONSENTRY_LOG", "debug")
@@ -35,6 +47,7 @@ async fn planted_values_never_reach_the_disk_or_the_server_log() {
         .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
+    let mut guard = ServerGuard(Some(server));
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     for _ in 0..100 {
@@ -113,6 +126,7 @@ async fn planted_values_never_reach_the_disk_or_the_server_log() {
     assert!(seen.contains("192.0.2.7"), "consent IP was not read back");
 
     // Stop gracefully (SIGTERM), so the log is complete and the WAL checkpointed.
+    let mut server = guard.0.take().unwrap();
     let _ = std::process::Command::new("kill")
         .arg("-TERM")
         .arg(server.id().to_string())
