@@ -2,7 +2,7 @@
 //! call the same service functions as the HTTP API, as the local operator of a
 //! workspace. Exit codes: 0 success, 1 completed with rejected input, 2 failure.
 
-use crate::access::{Principal, ReadMode};
+use crate::access::Principal;
 use crate::clock::{rfc3339, SystemClock};
 use crate::config::{Settings, DEFAULT_CONFIG};
 use crate::crypto::MasterKey;
@@ -330,13 +330,6 @@ fn print_new_owner_key(data_dir: &Path, token: &str, listen: &str) -> anyhow::Re
     Ok(())
 }
 
-fn read_mode(purpose: Option<&str>) -> ReadMode {
-    match purpose {
-        Some(p) => ReadMode::Unmasked { purpose: p.to_string() },
-        None => ReadMode::Masked,
-    }
-}
-
 fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, value)?;
@@ -345,7 +338,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 }
 
 fn parse_id(raw: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(raw.trim()).with_context(|| format!("{raw:?} is not a contact id (a UUID)"))
+    Uuid::parse_str(raw.trim()).context("the contact id is not a UUID (find a contact by email or phone with `contacts find`)")
 }
 
 struct Bar(indicatif::ProgressBar);
@@ -488,7 +481,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             let p = Principal::operator(&ctx.workspace_id);
             match cmd {
                 ContactsCmd::Get { id, purpose } => {
-                    let v = ctx.vault.get_contact(&p, parse_id(id)?, &read_mode(purpose.as_deref())).await?;
+                    let v = ctx.vault.get_contact(&p, parse_id(id)?, &p.read_mode(purpose.as_deref())?).await?;
                     print_json(&v)?;
                 }
                 ContactsCmd::Find {
@@ -504,7 +497,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                             email.as_deref(),
                             phone.as_deref(),
                             region.as_deref(),
-                            &read_mode(purpose.as_deref()),
+                            &p.read_mode(purpose.as_deref())?,
                         )
                         .await?;
                     print_json(&v)?;
@@ -518,7 +511,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     let after = after.as_deref().map(parse_id).transpose()?;
                     let (items, next) = ctx
                         .vault
-                        .list_contacts(&p, list.as_deref(), after, *limit, &read_mode(purpose.as_deref()))
+                        .list_contacts(&p, list.as_deref(), after, *limit, &p.read_mode(purpose.as_deref())?)
                         .await?;
                     print_json(&serde_json::json!({ "items": items, "next": next }))?;
                 }
@@ -557,14 +550,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             match cmd {
                 ConsentCmd::List { contact, purpose } => print_json(
                     &ctx.vault
-                        .consent_ledger(&p, parse_id(contact)?, &read_mode(purpose.as_deref()))
+                        .consent_ledger(&p, parse_id(contact)?, &p.read_mode(purpose.as_deref())?)
                         .await?,
                 )?,
                 ConsentCmd::Proof { contact, purpose } => {
                     ctx.vault.checkpoint(&ctx.workspace_id).await?;
                     print_json(
                         &ctx.vault
-                            .consent_proof(&p, parse_id(contact)?, &read_mode(purpose.as_deref()))
+                            .consent_proof(&p, parse_id(contact)?, &p.read_mode(purpose.as_deref())?)
                             .await?,
                     )?
                 }
