@@ -81,23 +81,11 @@ pub fn parse_scopes(raw: &str) -> Result<BTreeSet<Permission>, String> {
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let role: &[Permission] = match part {
             "owner" => &Permission::ALL,
-            "admin" => &[
-                ContactsReadMasked,
-                ContactsRead,
-                ContactsWrite,
-                ContactsImport,
-                ContactsExport,
-                ContactsErase,
-                ListsManage,
-                SegmentsManage,
-                MessagesWrite,
-                CampaignsSend,
-                CampaignsApprove,
-                UsersManage,
-                KeysManage,
-                AuditRead,
-                GdprManage,
-            ],
+            "admin" => {
+                // Everything but the security settings.
+                out.extend(Permission::ALL.into_iter().filter(|p| *p != SecurityManage));
+                continue;
+            }
             "marketer" => &[
                 ContactsReadMasked,
                 ContactsWrite,

@@ -7,7 +7,6 @@ use super::auth::Auth;
 use super::error::{ApiError, BodyErrors, CommonErrors};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
-use crate::access::Principal;
 use crate::clock::rfc3339;
 use crate::store::ExportRecord;
 use crate::vault::exports::ExportFormat;
@@ -127,10 +126,6 @@ pub async fn create_export(
     security(("bearer" = []))
 )]
 pub async fn get_export(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<Json<ExportView>, ApiError> {
-    let record = find_export(&state, &p, &id).await?;
+    let record = state.vault.get_export(&p, &id).await?;
     Ok(Json(record.into()))
-}
-
-async fn find_export(state: &AppState, p: &Principal, id: &str) -> Result<ExportRecord, ApiError> {
-    Ok(state.vault.get_export(p, id).await?)
 }

@@ -715,7 +715,6 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
         .details(serde_json::json!({
             "first_row": first_row, "rows": batch.rows, "created": counts.created, "updated": counts.updated,
             "unchanged": counts.unchanged, "suppressed": counts.suppressed, "rejected": counts.rejected,
-            "contacts_created": inserts.iter().map(|r| r.id).collect::<Vec<_>>().len(),
         }));
     Ok(BatchWrites {
         inserts,

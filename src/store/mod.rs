@@ -114,7 +114,6 @@ pub trait Store: Send + Sync + 'static {
         audit: AuditDraft,
     ) -> StoreResult<u64>;
     async fn remove_list_members(&self, workspace_id: &str, list_id: &str, contacts: Vec<Uuid>, audit: AuditDraft) -> StoreResult<u64>;
-    async fn contact_lists(&self, workspace_id: &str, contact_id: Uuid) -> StoreResult<Vec<String>>;
 
     // Imports
 

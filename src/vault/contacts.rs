@@ -204,7 +204,8 @@ pub fn split_attributes(
 }
 
 impl Vault {
-    async fn integrity_failure(&self, p: &Principal, id: Uuid, field: &str) -> VaultError {
+    /// Reports a failed integrity check (log and audit) and returns its error.
+    pub(crate) async fn integrity_failure(&self, p: &Principal, id: Uuid, field: &str) -> VaultError {
         tracing::error!(workspace = %p.workspace_id, contact = %id, field, "stored contact failed its integrity check");
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "integrity.violation")
             .target(format!("contact:{id}"))
@@ -215,11 +216,6 @@ impl Vault {
             tracing::error!(error = %e, "failed to record an integrity violation");
         }
         VaultError::Integrity { field: field.to_string() }
-    }
-
-    /// Reports a failed integrity check (log and audit) and returns its error.
-    pub(crate) async fn integrity_failure_pub(&self, p: &Principal, id: Uuid, field: &str) -> VaultError {
-        self.integrity_failure(p, id, field).await
     }
 
     /// Opens a row for a principal, reporting tampering instead of returning data.

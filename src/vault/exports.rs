@@ -166,7 +166,7 @@ impl Vault {
                     Ok(bytes) => out.write_all(&bytes).map_err(io)?,
                     Err((cid, CryptoError::Tampered { field })) => {
                         let p2 = p.clone();
-                        return Err(self.integrity_failure_pub(&p2, cid, &field).await);
+                        return Err(self.integrity_failure(&p2, cid, &field).await);
                     }
                     Err((_, e)) => return Err(e.into()),
                 }

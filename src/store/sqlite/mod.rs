@@ -591,16 +591,6 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn contact_lists(&self, workspace_id: &str, contact_id: Uuid) -> StoreResult<Vec<String>> {
-        let ws = workspace_id.to_string();
-        self.read(move |c| {
-            c.prepare_cached("SELECT l.id FROM list_members m JOIN lists l ON l.id = m.list_id WHERE l.workspace_id = ?1 AND m.contact_id = ?2 ORDER BY l.name")?
-                .query_map(params![ws, contact_id.as_bytes().to_vec()], |r| r.get(0))?
-                .collect()
-        })
-        .await
-    }
-
     async fn begin_import(&self, job: ImportJob, audit_draft: AuditDraft) -> StoreResult<ImportJob> {
         self.write(move |c| imports::begin(c, job, &audit_draft)).await
     }
