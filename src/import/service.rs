@@ -773,7 +773,7 @@ impl Vault {
                     workspace_id: p.workspace_id.clone(),
                     name: opts.list.clone(),
                     created_at: 0,
-                    member_count: 0,
+                    member_count: None,
                 },
             }
         } else {

@@ -136,7 +136,9 @@ pub struct ListRecord {
     pub workspace_id: String,
     pub name: String,
     pub created_at: i64,
-    pub member_count: u64,
+    /// Live members; counted by `list_lists` only (`find_list` is on the
+    /// import, export and paging paths, where a count of a large list costs).
+    pub member_count: Option<u64>,
 }
 
 /// State of an import job.

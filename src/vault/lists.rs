@@ -22,7 +22,7 @@ impl From<ListRecord> for ListView {
         ListView {
             id: l.id,
             name: l.name,
-            member_count: l.member_count,
+            member_count: l.member_count.unwrap_or(0),
             created_at: rfc3339(l.created_at),
         }
     }
@@ -49,7 +49,7 @@ impl Vault {
             workspace_id: p.workspace_id.clone(),
             name: name.clone(),
             created_at: self.now(),
-            member_count: 0,
+            member_count: Some(0),
         };
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "list.created")
             .target(format!("list:{}", list.id))
@@ -98,14 +98,17 @@ impl Vault {
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "list.renamed")
             .target(format!("list:{}", list.id))
             .ip_hash(p.ip_hash.clone());
-        self.store
-            .rename_list(&p.workspace_id, &list.id, &name, draft)
-            .await
-            .map_err(|e| match VaultError::from(e) {
-                VaultError::Conflict { .. } => VaultError::invalid("name", "a list with this name already exists"),
-                other => other,
-            })?;
-        Ok(self.get_list(p, &list.id).await?.into())
+        self.store.rename_list(&p.workspace_id, &list.id, &name, draft).await?;
+        self.list_view(p, &list.id).await
+    }
+
+    /// One list with its member count.
+    pub async fn list_view(&self, p: &Principal, id_or_name: &str) -> VaultResult<ListView> {
+        self.list_lists(p)
+            .await?
+            .into_iter()
+            .find(|l| l.id == id_or_name || l.name == id_or_name)
+            .ok_or(VaultError::NotFound("list"))
     }
 
     pub async fn delete_list(&self, p: &Principal, id: &str) -> VaultResult<()> {

@@ -157,11 +157,12 @@ fn list_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ListRecord> {
         workspace_id: r.get(1)?,
         name: r.get(2)?,
         created_at: r.get(3)?,
-        member_count: r.get::<_, i64>(4)? as u64,
+        member_count: r.get::<_, Option<i64>>(4)?.map(|n| n as u64),
     })
 }
 
 const LIST_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.created_at, (SELECT COUNT(*) FROM list_members m JOIN contacts c ON c.id = m.contact_id AND c.deleted_at IS NULL WHERE m.list_id = l.id)";
+const LIST_COLUMNS_UNCOUNTED: &str = "l.id, l.workspace_id, l.name, l.created_at, NULL";
 
 fn api_key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
     let scopes: String = r.get(4)?;
@@ -500,7 +501,7 @@ impl Store for SqliteStore {
         let (ws, key, scope) = (workspace_id.to_string(), id_or_name.to_string(), scope.clone());
         self.read(move |c| {
             let found = c
-                .prepare_cached(&format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.workspace_id = ?1 AND (l.id = ?2 OR l.name = ?2) ORDER BY l.id = ?2 DESC LIMIT 1"))?
+                .prepare_cached(&format!("SELECT {LIST_COLUMNS_UNCOUNTED} FROM lists l WHERE l.workspace_id = ?1 AND (l.id = ?2 OR l.name = ?2) ORDER BY l.id = ?2 DESC LIMIT 1"))?
                 .query_row(params![ws, key], list_from_row)
                 .optional()?;
             Ok(found.filter(|l| scope.allows_list(&l.id)))
