@@ -253,7 +253,8 @@ pub async fn bootstrap(data_dir: &Path) -> anyhow::Result<(Arc<Vault>, String, O
         std::fs::write(&config, DEFAULT_CONFIG).with_context(|| format!("failed to write {}", config.display()))?;
     }
     let master = load_or_create_master_key(data_dir)?;
-    let store = SqliteStore::open(&data_dir.join("consentry.db"))?;
+    let settings = crate::config::Settings::load(data_dir, None)?;
+    let store = SqliteStore::open_with(&data_dir.join("consentry.db"), settings.import_commit_window)?;
     let vault = Arc::new(Vault::new(Arc::new(store), master, Arc::new(SystemClock)));
     if let Some(ws) = vault.default_workspace().await? {
         vault.keys(&ws.id).await.context("failed to open the workspace keys")?;

@@ -23,7 +23,15 @@ import_body_limit_mib = 64
 
 # Reverse proxies whose X-Forwarded-For header is believed. Empty: none.
 trusted_proxies = []
+
+# Longest time consecutive batches of one import share a transaction, in ms
+# (CONSENTRY_IMPORT_COMMIT_WINDOW_MS overrides it). Longer: faster large imports;
+# shorter: less work redone after a crash. Other writes never wait for it.
+import_commit_window_ms = 3000
 "#;
+
+/// Default of `import_commit_window_ms`.
+pub const DEFAULT_IMPORT_COMMIT_WINDOW_MS: u64 = 3000;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +39,7 @@ struct FileSettings {
     listen: Option<String>,
     import_body_limit_mib: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
+    import_commit_window_ms: Option<u64>,
 }
 
 /// Effective settings.
@@ -40,6 +49,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub import_body_limit: usize,
     pub trusted_proxies: Vec<IpAddr>,
+    pub import_commit_window: std::time::Duration,
 }
 
 impl Settings {
@@ -65,11 +75,22 @@ impl Settings {
             .iter()
             .map(|p| p.parse().with_context(|| format!("trusted proxy {p:?} is not an IP address")))
             .collect::<anyhow::Result<_>>()?;
+        let window_ms = match std::env::var("CONSENTRY_IMPORT_COMMIT_WINDOW_MS") {
+            Ok(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("CONSENTRY_IMPORT_COMMIT_WINDOW_MS {raw:?} is not a whole number of milliseconds"))?,
+            Err(_) => file.import_commit_window_ms.unwrap_or(DEFAULT_IMPORT_COMMIT_WINDOW_MS),
+        };
+        if window_ms > 60_000 {
+            anyhow::bail!("import_commit_window_ms is {window_ms}; give at most 60000 (one minute)");
+        }
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             listen,
             import_body_limit: file.import_body_limit_mib.unwrap_or(64).saturating_mul(1 << 20),
             trusted_proxies,
+            import_commit_window: std::time::Duration::from_millis(window_ms),
         })
     }
 }

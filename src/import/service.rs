@@ -13,20 +13,23 @@ use crate::crypto::{ContactCipher, FieldName, WorkspaceKeys};
 use crate::domain::names::parse_text;
 use crate::domain::{parse_attribute_name, AttributeClass, Channel, EmailAddress, PhoneNumber, Purpose, Region};
 use crate::store::{
-    AttributeDef, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, ImportCounts, ImportJob, ImportRejection, ImportStatus,
+    AttributeDef, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, ImportCounts, ImportJob, ImportRejection,
+    ImportStatus, StoreResult,
 };
 use crate::vault::contacts::{open_row, seal_new, seal_row, ContactPlain};
 use crate::vault::{Vault, VaultError, VaultResult};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
 /// Rows per transaction.
-pub const BATCH_ROWS: usize = 5_000;
+pub const BATCH_ROWS: usize = 2_000;
+/// Batches handed to the store and not yet started there.
+const QUEUED_BATCHES: usize = 2;
 /// Rejections returned in a report (all are stored).
 const REPORT_REJECTIONS: u32 = 1_000;
 
@@ -829,8 +832,14 @@ impl Vault {
         let dry_run_seen = opts.dry_run.then(|| Arc::new(std::sync::Mutex::new(HashSet::new())));
         let mut dry_counts = ImportCounts::default();
         let mut result: VaultResult<()> = Ok(());
-        let mut interrupted = false;
-        while let Some(batch) = rx.recv().await {
+        // Batches are handed to the store without waiting for the previous one to
+        // be committed, so that a backend can commit consecutive batches together;
+        // at most `QUEUED_BATCHES` wait unstarted at the store, which bounds memory.
+        let queued = Arc::new(tokio::sync::Semaphore::new(QUEUED_BATCHES));
+        let mut in_flight: VecDeque<tokio::task::JoinHandle<(u64, StoreResult<ImportCounts>)>> = VecDeque::new();
+        let import_id = (!opts.dry_run).then(|| job.id.clone());
+        let mut next = rx.recv().await;
+        while let Some(batch) = next.take() {
             let batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
@@ -838,6 +847,10 @@ impl Vault {
                     break;
                 }
             };
+            if !stop.load(Ordering::SeqCst) {
+                next = rx.recv().await;
+            }
+            let last_batch = next.is_none() || stop.load(Ordering::SeqCst);
             let rows = batch.rows;
             let mut lookup = BatchLookup {
                 list_id: list.id.clone(),
@@ -858,26 +871,32 @@ impl Vault {
                 now: self.now(),
                 dry_run_seen: dry_run_seen.clone(),
             };
-            let planner: crate::store::ImportPlanner = Box::new(move |found| plan(ctx, batch, found));
-            let import_id = if opts.dry_run { None } else { Some(job.id.as_str()) };
-            let applied = self.store.apply_import_batch(&p.workspace_id, import_id, lookup, planner).await;
-            match applied {
-                Ok(c) => {
-                    dry_counts.add(&c);
-                    if let Some(pr) = &progress {
-                        pr.advance(rows);
-                    }
-                }
-                Err(e) => {
-                    result = Err(e.into());
-                    break;
+            let permit = queued.clone().acquire_owned().await.map_err(|e| VaultError::Internal(e.into()))?;
+            let planner: crate::store::ImportPlanner = Box::new(move |found| {
+                drop(permit);
+                plan(ctx, batch, found)
+            });
+            let (store, ws, id) = (self.store.clone(), p.workspace_id.clone(), import_id.clone());
+            in_flight.push_back(tokio::spawn(async move {
+                (
+                    rows,
+                    store.apply_import_batch(&ws, id.as_deref(), lookup, planner, last_batch).await,
+                )
+            }));
+            while in_flight.front().is_some_and(|h| h.is_finished()) {
+                if let Some(h) = in_flight.pop_front() {
+                    settle(h.await, &mut dry_counts, progress.as_deref(), &mut result);
                 }
             }
-            if stop.load(Ordering::SeqCst) {
-                interrupted = true;
+            if result.is_err() || last_batch {
                 break;
             }
         }
+        // Whatever is still in flight finishes before the job is reported.
+        for h in in_flight {
+            settle(h.await, &mut dry_counts, progress.as_deref(), &mut result);
+        }
+        let interrupted = result.is_ok() && stop.load(Ordering::SeqCst);
         drop(rx);
         let _ = producer.join();
         if opts.dry_run {
@@ -955,6 +974,29 @@ impl Vault {
             .await?
             .ok_or(VaultError::NotFound("import"))?;
         self.report(p, job, false).await
+    }
+}
+
+/// Takes in the outcome of one applied batch; the first error is kept.
+fn settle(
+    joined: Result<(u64, StoreResult<ImportCounts>), tokio::task::JoinError>,
+    counts: &mut ImportCounts,
+    progress: Option<&dyn ImportProgress>,
+    result: &mut VaultResult<()>,
+) {
+    let applied = match joined {
+        Ok((rows, Ok(c))) => {
+            counts.add(&c);
+            if let Some(pr) = progress {
+                pr.advance(rows);
+            }
+            return;
+        }
+        Ok((_, Err(e))) => e.into(),
+        Err(e) => VaultError::Internal(anyhow::anyhow!("an import batch task failed: {e}")),
+    };
+    if result.is_ok() {
+        *result = Err(applied);
     }
 }
 

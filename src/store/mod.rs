@@ -123,12 +123,16 @@ pub trait Store: Send + Sync + 'static {
     /// Looks up a batch's identifiers, lets the planner decide, and applies its
     /// writes together with the job's progress in one transaction. Without an
     /// import id (a dry run) nothing is written and only the counts are returned.
+    /// A backend may commit consecutive batches of one import together, so callers
+    /// keep the next batch in flight; `last_batch` says none follows. The result
+    /// is returned only once the batch is durable.
     async fn apply_import_batch(
         &self,
         workspace_id: &str,
         import_id: Option<&str>,
         lookup: BatchLookup,
         planner: ImportPlanner,
+        last_batch: bool,
     ) -> StoreResult<ImportCounts>;
     async fn finish_import(
         &self,

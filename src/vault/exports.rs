@@ -111,14 +111,20 @@ impl Vault {
             write_csv_record(out, &refs).map_err(io)?;
         }
         let mut rows = 0u64;
-        let mut after = None;
-        loop {
-            let page = self
-                .store
-                .list_contacts(&p.workspace_id, Some(&list.id), &p.lists, after, PAGE)
-                .await?;
+        // The next page is read while this one is decrypted and written.
+        let fetch = |after: Option<Uuid>| {
+            let (store, ws, list_id, scope) = (self.store.clone(), p.workspace_id.clone(), list.id.clone(), p.lists.clone());
+            tokio::spawn(async move { store.list_contacts(&ws, Some(&list_id), &scope, after, PAGE).await })
+        };
+        let mut pending = Some(fetch(None));
+        while let Some(task) = pending.take() {
+            let page = task
+                .await
+                .map_err(|e| VaultError::Internal(anyhow::anyhow!("an export read task failed: {e}")))??;
             let Some(last) = page.last() else { break };
-            after = Some(last.id);
+            if page.len() as u32 == PAGE {
+                pending = Some(fetch(Some(last.id)));
+            }
             let rendered: Vec<Result<Vec<u8>, (Uuid, CryptoError)>> = page
                 .par_iter()
                 .map(|row| {
@@ -171,9 +177,6 @@ impl Vault {
                     Err((_, e)) => return Err(e.into()),
                 }
                 rows += 1;
-            }
-            if (page.len() as u32) < PAGE {
-                break;
             }
         }
         out.flush().map_err(io)?;

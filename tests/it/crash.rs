@@ -72,8 +72,11 @@ fn twenty_kills_during_an_import_lose_and_duplicate_nothing() {
     let mut kills = 0;
     while kills < 20 {
         let before = rows_done(&cli);
+        // Short commit windows, so that a run commits several shared transactions
+        // of a few batches each before it is killed.
         let mut child = cli
             .command()
+            .env("CONSENTRY_IMPORT_COMMIT_WINDOW_MS", "40")
             .args(args)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -118,12 +118,12 @@ pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, plan
 pub fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Result<BatchFound> {
     let mut found = BatchFound::default();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut by_email = c.prepare_cached(&format!(
-        "SELECT {} FROM contacts c WHERE c.workspace_id = ?1 AND c.email_bidx = ?2",
-        contacts::CONTACT_COLUMNS
-    ))?;
-    let mut by_phone = c.prepare_cached(&format!(
-        "SELECT {} FROM contacts c WHERE c.workspace_id = ?1 AND c.phone_bidx = ?2",
+    // The probes read only the unique indexes (they hold the contact id); a contact
+    // found by both its email and its phone is read once.
+    let mut by_email = c.prepare_cached("SELECT id FROM contacts WHERE email_bidx = ?1")?;
+    let mut by_phone = c.prepare_cached("SELECT id FROM contacts WHERE phone_bidx = ?1")?;
+    let mut by_id = c.prepare_cached(&format!(
+        "SELECT {} FROM contacts c WHERE c.id = ?1 AND c.workspace_id = ?2",
         contacts::CONTACT_COLUMNS
     ))?;
     let mut member = c.prepare_cached("SELECT 1 FROM list_members WHERE list_id = ?1 AND contact_id = ?2")?;
@@ -142,15 +142,19 @@ pub fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Resu
             found.suppressed.push(bidx.clone());
         }
         let stmt = if is_email { &mut by_email } else { &mut by_phone };
-        if let Some(row) = stmt.query_row(params![ws, bidx], contacts::contact_from_row).optional()? {
-            if seen.insert(row.id.as_bytes().to_vec()) {
-                let in_list = member
-                    .query_row(params![lookup.list_id, row.id.as_bytes().as_slice()], |_| Ok(()))
-                    .optional()?
-                    .is_some();
-                let consent = contacts::consent_state(c, row.id)?;
-                found.contacts.push(ExistingContact { row, in_list, consent });
-            }
+        let Some(id) = stmt.query_row([bidx], |r| r.get::<_, Vec<u8>>(0)).optional()? else {
+            continue;
+        };
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        if let Some(row) = by_id.query_row(params![id, ws], contacts::contact_from_row).optional()? {
+            let in_list = member
+                .query_row(params![lookup.list_id, row.id.as_bytes().as_slice()], |_| Ok(()))
+                .optional()?
+                .is_some();
+            let consent = contacts::consent_state(c, row.id)?;
+            found.contacts.push(ExistingContact { row, in_list, consent });
         }
     }
     Ok(found)

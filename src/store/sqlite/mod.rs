@@ -14,6 +14,7 @@ use anyhow::Context;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use writer::Writer;
 
@@ -32,8 +33,15 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and applies migrations.
+    /// Opens (creating if needed) the database file and applies migrations, with
+    /// the default import commit window.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
+        Self::open_with(path, Duration::from_millis(crate::config::DEFAULT_IMPORT_COMMIT_WINDOW_MS))
+    }
+
+    /// Like `open`; consecutive batches of one import share a transaction for at
+    /// most `import_commit_window`.
+    pub fn open_with(path: &Path, import_commit_window: Duration) -> anyhow::Result<Self> {
         let conn = Connection::open(path).with_context(|| format!("failed to open database {}", path.display()))?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
@@ -48,7 +56,7 @@ impl SqliteStore {
         migrate(&conn).context("failed to apply database migrations")?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            writer: Writer::start(conn)?,
+            writer: Writer::start(conn, import_commit_window)?,
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_permits: Semaphore::new(READERS),
             _checkpointer: checkpointer::Checkpointer::start(path)?,
@@ -602,12 +610,16 @@ impl Store for SqliteStore {
         import_id: Option<&str>,
         lookup: BatchLookup,
         planner: ImportPlanner,
+        last_batch: bool,
     ) -> StoreResult<ImportCounts> {
         let (ws, id) = (workspace_id.to_string(), import_id.map(str::to_string));
         match id {
             Some(id) => {
                 self.writer
-                    .write_solo(move |c| (true, imports::apply_batch(c, &ws, &id, lookup, planner)))
+                    .write_chained(id.clone(), last_batch, move |c| {
+                        let result = imports::apply_batch(c, &ws, &id, lookup, planner);
+                        (result.is_ok(), result)
+                    })
                     .await
             }
             None => self

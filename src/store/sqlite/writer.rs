@@ -8,17 +8,26 @@ use anyhow::Context;
 use rusqlite::Connection;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Called with the commit error, if any, once the group transaction has ended.
 type Completion = Box<dyn FnOnce(Option<String>) + Send>;
 /// Runs inside a savepoint; returns whether to keep its changes and its completion.
 type JobFn = Box<dyn FnOnce(&Connection) -> (bool, Completion) + Send>;
 
-/// A queued write. A `solo` job (a large import batch) gets a transaction of its
-/// own instead of a savepoint in a group: a savepoint copies every page the job
-/// first touches into a sub-journal, which costs a large batch dearly.
+/// How a queued write shares its transaction.
+#[derive(Clone, PartialEq, Eq)]
+enum Mode {
+    /// In a savepoint, group-committed with the other jobs waiting.
+    Group,
+    /// A large import batch: no savepoint (a savepoint copies every page the job
+    /// first touches into a sub-journal, which costs a large batch dearly), and
+    /// consecutive batches of one chain share a transaction (see `Writer::start`).
+    Chained { chain: String, last: bool },
+}
+
 struct Job {
-    solo: bool,
+    mode: Mode,
     run: JobFn,
 }
 
@@ -31,11 +40,17 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> anyhow::Result<Self> {
+    /// Starts the writer thread. Consecutive batches of one import share a
+    /// transaction for at most `chain_window`: each commit writes every page the
+    /// transaction dirtied to the WAL, and the batches of a large import dirty the
+    /// same leaf pages of the random blind-index indexes again and again, so fewer
+    /// commits write far less. A kill loses at most this much work, which the rerun
+    /// redoes; a write of another kind ends the shared transaction at once.
+    pub fn start(conn: Connection, chain_window: Duration) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("consentry-sqlite-writer".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, chain_window))
             .context("failed to start the database writer thread")?;
         Ok(Writer {
             tx: Some(tx),
@@ -50,19 +65,22 @@ impl Writer {
         T: Send + 'static,
         F: FnOnce(&Connection) -> (bool, StoreResult<T>) + Send + 'static,
     {
-        self.submit(false, f).await
+        self.submit(Mode::Group, f).await
     }
 
-    /// Like `write`, in a transaction of its own.
-    pub async fn write_solo<T, F>(&self, f: F) -> StoreResult<T>
+    /// Runs `f` without a savepoint in a transaction that consecutive jobs of the
+    /// same `chain` may share; the last job of a chain commits at once. The result
+    /// is released after the commit. When one job of a shared transaction fails,
+    /// the whole transaction is rolled back and every job in it gets an error.
+    pub async fn write_chained<T, F>(&self, chain: String, last: bool, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> (bool, StoreResult<T>) + Send + 'static,
     {
-        self.submit(true, f).await
+        self.submit(Mode::Chained { chain, last }, f).await
     }
 
-    async fn submit<T, F>(&self, solo: bool, f: F) -> StoreResult<T>
+    async fn submit<T, F>(&self, mode: Mode, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> (bool, StoreResult<T>) + Send + 'static,
@@ -80,7 +98,7 @@ impl Writer {
             });
             (keep, completion)
         });
-        let job = Job { solo, run };
+        let job = Job { mode, run };
         let sender = self
             .tx
             .as_ref()
@@ -103,7 +121,7 @@ impl Drop for Writer {
     }
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, chain_window: Duration) {
     let mut held: Option<Job> = None;
     loop {
         let first = match held.take() {
@@ -113,14 +131,14 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => return,
             },
         };
-        if first.solo {
-            run_solo(&conn, first);
+        if let Mode::Chained { .. } = first.mode {
+            held = run_chain(&conn, first, &rx, chain_window);
             continue;
         }
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(j) if j.solo => {
+                Ok(j) if j.mode != Mode::Group => {
                     held = Some(j);
                     break;
                 }
@@ -132,27 +150,58 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn run_solo(conn: &Connection, job: Job) {
+/// Runs `first` and the jobs of its chain that follow within `window` in one
+/// transaction; returns the job that ended the chain, if one arrived.
+fn run_chain(conn: &Connection, first: Job, rx: &mpsc::Receiver<Job>, window: Duration) -> Option<Job> {
+    let Mode::Chained { chain, .. } = first.mode.clone() else {
+        return Some(first);
+    };
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let msg = format!("failed to begin a transaction: {e}");
-        let (_, completion) = fail_job(job, conn);
+        let (_, completion) = fail_job(first, conn);
         completion(Some(msg));
-        return;
+        return None;
     }
-    let (keep, completion) = (job.run)(conn);
-    let commit_err = if keep {
+    let deadline = Instant::now() + window;
+    let mut completions: Vec<Completion> = Vec::new();
+    let mut next = Some(first);
+    let mut held = None;
+    let mut failed = false;
+    while let Some(job) = next.take() {
+        let last = matches!(&job.mode, Mode::Chained { last: true, .. });
+        let (keep, completion) = (job.run)(conn);
+        completions.push(completion);
+        if !keep {
+            failed = true;
+            break;
+        }
+        if last {
+            break;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        match rx.recv_timeout(deadline - now) {
+            Ok(j) if matches!(&j.mode, Mode::Chained { chain: c, .. } if *c == chain) => next = Some(j),
+            Ok(j) => held = Some(j),
+            Err(_) => {}
+        }
+    }
+    let end_err = if failed {
+        let _ = conn.execute_batch("ROLLBACK");
+        Some("rolled back together with a failed batch of the same import".to_string())
+    } else {
         conn.execute_batch("COMMIT").err().map(|e| {
             let _ = conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %e, "commit failed");
             e.to_string()
         })
-    } else {
-        let _ = conn.execute_batch("ROLLBACK");
-        None
     };
-    if let Some(e) = &commit_err {
-        tracing::error!(error = %e, "commit failed");
+    for c in completions {
+        c(end_err.clone());
     }
-    completion(commit_err);
+    held
 }
 
 fn run_group(conn: &Connection, jobs: Vec<Job>) {
@@ -195,4 +244,92 @@ fn fail_job(job: Job, conn: &Connection) -> (bool, Completion) {
     let out = (job.run)(conn);
     let _ = conn.execute_batch("ROLLBACK TO failed; RELEASE failed");
     (false, out.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn writer(window_ms: u64) -> (tempfile::TempDir, Arc<Writer>, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (v INTEGER NOT NULL)")
+            .unwrap();
+        (dir, Arc::new(Writer::start(conn, Duration::from_millis(window_ms)).unwrap()), path)
+    }
+
+    fn count(path: &std::path::Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn insert(v: i64) -> impl FnOnce(&Connection) -> (bool, StoreResult<()>) + Send + 'static {
+        move |c: &Connection| {
+            let r = c
+                .execute("INSERT INTO t (v) VALUES (?1)", [v])
+                .map(|_| ())
+                .map_err(|e| StoreError::Backend(e.into()));
+            (r.is_ok(), r)
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_of_one_chain_are_committed_together_and_answered_after_the_commit() {
+        let (_dir, w, path) = writer(5_000);
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move { w.write_chained("imp".into(), false, insert(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!first.is_finished(), "the first batch waits for the shared commit");
+        assert_eq!(count(&path), 0, "nothing is visible before the commit");
+        w.write_chained("imp".into(), true, insert(2)).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(count(&path), 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_rolls_back_its_whole_chain_and_every_batch_hears_of_it() {
+        let (_dir, w, path) = writer(5_000);
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move { w.write_chained("imp".into(), false, insert(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let failing = w
+            .write_chained("imp".into(), false, |_c: &Connection| {
+                (false, Err::<(), _>(StoreError::Backend(anyhow::anyhow!("planner refused"))))
+            })
+            .await;
+        match failing {
+            Err(StoreError::Backend(e)) => assert!(format!("{e:#}").contains("planner refused")),
+            other => panic!("the failed batch gets its own error, not {other:?}"),
+        }
+        assert!(first.await.unwrap().is_err(), "the earlier batch is reported lost");
+        assert_eq!(count(&path), 0);
+        // The writer goes on with the next work.
+        w.write(insert(3)).await.unwrap();
+        assert_eq!(count(&path), 1);
+    }
+
+    #[tokio::test]
+    async fn another_write_or_the_window_ends_a_chain() {
+        let (_dir, w, path) = writer(5_000);
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move { w.write_chained("imp".into(), false, insert(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        w.write(insert(2)).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(count(&path), 2);
+
+        let (_dir2, short, path2) = writer(50);
+        short.write_chained("imp".into(), false, insert(1)).await.unwrap();
+        assert_eq!(count(&path2), 1, "the window closed and committed without a last batch");
+    }
 }
