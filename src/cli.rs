@@ -30,6 +30,11 @@ pub struct Cli {
     /// Data directory (database, master key, config).
     #[arg(long, global = true, env = "CONSENTRY_DATA_DIR", default_value = "./consentry-data")]
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded SQLite store: postgres://USER@HOST:PORT/DB.
+    /// The master key, config and owner key file stay in the data directory (or
+    /// CONSENTRY_MASTER_KEY); every server on one database needs the same master key.
+    #[arg(long, global = true, env = "CONSENTRY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
     pub log_format: String,
@@ -246,7 +251,7 @@ pub struct CommandContext {
 
 /// Opens (creating on first use) the data directory, and returns the vault, the
 /// default workspace and, when it was just created, the owner key.
-pub async fn bootstrap(data_dir: &Path) -> anyhow::Result<(Arc<Vault>, String, Option<secrecy::SecretString>)> {
+pub async fn bootstrap(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<(Arc<Vault>, String, Option<secrecy::SecretString>)> {
     create_private_dir(data_dir)?;
     let config = data_dir.join("consentry.toml");
     if !config.exists() {
@@ -254,8 +259,20 @@ pub async fn bootstrap(data_dir: &Path) -> anyhow::Result<(Arc<Vault>, String, O
     }
     let master = load_or_create_master_key(data_dir)?;
     let settings = crate::config::Settings::load(data_dir, None)?;
-    let store = SqliteStore::open_with(&data_dir.join("consentry.db"), settings.import_commit_window)?;
-    let vault = Arc::new(Vault::new(Arc::new(store), master, Arc::new(SystemClock)));
+    let store: Arc<dyn crate::store::Store> = match database_url {
+        Some(url) => {
+            let pg = crate::store::postgres::PostgresStore::connect(url).await?;
+            for warning in pg.durability_warnings().await? {
+                tracing::warn!("{warning}");
+            }
+            Arc::new(pg)
+        }
+        None => Arc::new(SqliteStore::open_with(
+            &data_dir.join("consentry.db"),
+            settings.import_commit_window,
+        )?),
+    };
+    let vault = Arc::new(Vault::new(store, master, Arc::new(SystemClock)));
     if let Some(ws) = vault.default_workspace().await? {
         vault.keys(&ws.id).await.context("failed to open the workspace keys")?;
         return Ok((vault, ws.id, None));
@@ -313,7 +330,7 @@ fn load_or_create_master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
 }
 
 async fn open(cli: &Cli) -> anyhow::Result<CommandContext> {
-    let (vault, default_ws, created) = bootstrap(&cli.data_dir).await?;
+    let (vault, default_ws, created) = bootstrap(&cli.data_dir, cli.database_url.as_deref()).await?;
     if let Some(token) = created {
         print_new_owner_key(&cli.data_dir, token.expose_secret(), crate::config::DEFAULT_LISTEN)?;
     }
@@ -358,7 +375,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match &cli.command {
         Command::Serve { listen } => serve(&cli, listen.as_deref()).await,
         Command::Init { owner_key_file } => {
-            let (vault, ws, created) = bootstrap(&cli.data_dir).await?;
+            let (vault, ws, created) = bootstrap(&cli.data_dir, cli.database_url.as_deref()).await?;
             match (created, owner_key_file) {
                 (Some(token), Some(path)) => {
                     write_private_file(path, format!("{}\n", token.expose_secret()).as_bytes())?;
@@ -679,7 +696,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
 /// `consentry serve`: set up if needed, serve until SIGINT/SIGTERM, let running
 /// imports finish their current batch, and sign a last checkpoint.
 async fn serve(cli: &Cli, listen: Option<&str>) -> anyhow::Result<i32> {
-    let (vault, _, created) = bootstrap(&cli.data_dir).await?;
+    let (vault, _, created) = bootstrap(&cli.data_dir, cli.database_url.as_deref()).await?;
     let settings = Settings::load(&cli.data_dir, listen)?;
     let http = crate::startup::HttpSettings {
         listen: settings.listen,

@@ -1,8 +1,9 @@
 //! The `Store` trait: use-case-sized operations, each one transaction with its audit
 //! row inside, over records that hold only ciphertext, blind indexes and non-personal
-//! values. Backends live in sub-folders (`sqlite/` now, `postgres/` next) and pass
+//! values. Backends live in sub-folders (`sqlite/`, `postgres/`) and pass
 //! the same conformance suite. Nothing here knows about HTTP or crypto keys.
 
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -31,6 +32,14 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Wall-clock time in microseconds since the Unix epoch, as stored.
+pub fn now_micros() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
 
 /// Import planning: given what exists for a batch's identifiers, decide the writes.
 pub type ImportPlanner = Box<dyn FnOnce(BatchFound) -> anyhow::Result<BatchWrites> + Send>;

@@ -694,9 +694,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
     let app = spawn_app().await;
     let planted = plant_contact(&app).await;
     let id = planted["id"].as_str().unwrap().to_string();
-    let db = app.db();
-    db.execute_batch("CREATE TRIGGER audit_fail BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected'); END;")
-        .unwrap();
+    app.break_audit_log(true).await;
 
     let res = app
         .post("/api/v1/contacts", &app.owner_key)
@@ -717,7 +715,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
     assert_eq!(body["type"], "urn:consentry:problem:audit-unavailable");
     assert_no_planted_value("unmasked read during audit failure", &body.to_string());
 
-    db.execute_batch("DROP TRIGGER audit_fail;").unwrap();
+    app.break_audit_log(false).await;
     let res = app
         .post("/api/v1/contacts/lookup", &app.owner_key)
         .json(&json!({"email": "quillonia.late@brightwater-zq.example"}))

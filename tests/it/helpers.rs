@@ -1,5 +1,6 @@
-//! The real HTTP server on port 0 over a fresh SQLite store, with an owner key, and
-//! helpers to call it.
+//! The real HTTP server on port 0 over a fresh store, with an owner key, and
+//! helpers to call it. The store is SQLite, or a PostgreSQL database of the test's
+//! own with `CONSENTRY_TEST_BACKEND=postgres` (see `pg.rs`).
 
 // Test code: a failed step should panic with its cause.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -8,7 +9,9 @@ use consentry::access::Principal;
 use consentry::clock::SystemClock;
 use consentry::crypto::MasterKey;
 use consentry::startup::{Application, HttpSettings};
+use consentry::store::postgres::PostgresStore;
 use consentry::store::sqlite::SqliteStore;
+use consentry::store::Store;
 use consentry::vault::Vault;
 use secrecy::ExposeSecret;
 use serde_json::Value;
@@ -22,6 +25,8 @@ pub struct TestApp {
     pub owner_key: String,
     pub workspace_id: String,
     pub client: reqwest::Client,
+    /// The PostgreSQL database of this test, dropped with it.
+    pub _database: Option<crate::pg::TestDatabase>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -31,8 +36,15 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server with these settings (the listen address is always 127.0.0.1:0).
 pub async fn spawn_app_with(settings: HttpSettings) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&data_dir.path().join("consentry.db")).unwrap();
-    let vault = Arc::new(Vault::new(Arc::new(store), MasterKey::generate().unwrap(), Arc::new(SystemClock)));
+    let (store, database): (Arc<dyn Store>, _) = if crate::pg::http_suite_on_postgres() {
+        let db = crate::pg::TestDatabase::create()
+            .await
+            .expect("CONSENTRY_TEST_BACKEND=postgres needs CONSENTRY_TEST_POSTGRES_URL");
+        (Arc::new(PostgresStore::connect(&db.url).await.unwrap()), Some(db))
+    } else {
+        (Arc::new(SqliteStore::open(&data_dir.path().join("consentry.db")).unwrap()), None)
+    };
+    let vault = Arc::new(Vault::new(store, MasterKey::generate().unwrap(), Arc::new(SystemClock)));
     let ws = vault.create_workspace("test").await.unwrap();
     let (_, token) = vault
         .create_api_key(&Principal::operator(&ws.id), "owner", "owner", &[], None)
@@ -52,6 +64,7 @@ pub async fn spawn_app_with(settings: HttpSettings) -> TestApp {
         owner_key: token.expose_secret().to_string(),
         workspace_id: ws.id,
         client: reqwest::Client::new(),
+        _database: database,
     }
 }
 
@@ -109,8 +122,31 @@ impl TestApp {
     }
 
     /// A connection to the test database beside the server's own.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.data_dir.path().join("consentry.db")).unwrap()
+    /// Makes every audit insert fail (`true`) or work again (`false`), straight in
+    /// the database of whichever backend the test runs on.
+    pub async fn break_audit_log(&self, broken: bool) {
+        match &self._database {
+            None => {
+                let db = rusqlite::Connection::open(self.data_dir.path().join("consentry.db")).unwrap();
+                let sql = if broken {
+                    "CREATE TRIGGER audit_fail BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'injected'); END;"
+                } else {
+                    "DROP TRIGGER audit_fail;"
+                };
+                db.execute_batch(sql).unwrap();
+            }
+            Some(pg) => {
+                let (client, conn) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls).await.unwrap();
+                tokio::spawn(conn);
+                let sql = if broken {
+                    "CREATE FUNCTION audit_fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected'; END $$;
+                     CREATE TRIGGER audit_fail BEFORE INSERT ON audit_events FOR EACH ROW EXECUTE FUNCTION audit_fail();"
+                } else {
+                    "DROP TRIGGER audit_fail ON audit_events; DROP FUNCTION audit_fail();"
+                };
+                client.batch_execute(sql).await.unwrap();
+            }
+        }
     }
 }
 

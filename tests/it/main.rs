@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod helpers;
 mod import;
+mod pg;
 mod plaintext;
 mod readme;
 mod support;

@@ -46,12 +46,7 @@ pub fn append(conn: &Connection, draft: &AuditDraft) -> StoreResult<AuditEvent> 
     Ok(event)
 }
 
-pub fn now_micros() -> i64 {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
+pub use crate::store::now_micros;
 
 pub const EVENT_COLUMNS: &str = "workspace_id, seq, at, actor, action, target, purpose, ip_hash, outcome, details, prev_hash, hash";
 

@@ -1,0 +1,120 @@
+//! Audit rows of the PostgreSQL backend: appending to the per-workspace chain inside
+//! the caller's transaction, and reading events and checkpoints back. Several
+//! servers append to one chain: a transaction-scoped advisory lock per workspace
+//! orders them, so the chain has no fork, no gap and no duplicate sequence.
+
+use crate::audit::{AuditDraft, AuditEvent, Checkpoint, GENESIS_HASH};
+use crate::store::{StoreError, StoreResult};
+use tokio_postgres::{GenericClient, Row};
+
+/// Appends an event after the workspace's current head. Any failure here is
+/// `AuditUnavailable`, so the caller's change is rolled back with it.
+pub async fn append<C: GenericClient>(c: &C, draft: &AuditDraft) -> StoreResult<AuditEvent> {
+    let unavailable =
+        |e: tokio_postgres::Error| StoreError::AuditUnavailable(anyhow::Error::new(e).context("failed to append an audit event"));
+    c.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 7261))", &[&draft.workspace_id])
+        .await
+        .map_err(unavailable)?;
+    let head = c
+        .query_opt(
+            "SELECT seq, hash, at FROM audit_events WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1",
+            &[&draft.workspace_id],
+        )
+        .await
+        .map_err(unavailable)?;
+    let (seq, prev, last_at) = match head {
+        Some(r) => (r.get::<_, i64>(0) + 1, r.get::<_, String>(1), r.get::<_, i64>(2)),
+        None => (1, GENESIS_HASH.to_string(), 0),
+    };
+    let at = crate::store::now_micros().max(last_at);
+    let event = AuditEvent::chain(draft, seq, at, &prev);
+    c.execute(
+        "INSERT INTO audit_events (workspace_id, seq, at, actor, action, target, purpose, ip_hash, outcome, details, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &[
+            &event.workspace_id,
+            &event.seq,
+            &event.at,
+            &event.actor,
+            &event.action,
+            &event.target,
+            &event.purpose,
+            &event.ip_hash,
+            &event.outcome,
+            &event.details,
+            &event.prev_hash,
+            &event.hash,
+        ],
+    )
+    .await
+    .map_err(unavailable)?;
+    Ok(event)
+}
+
+pub const EVENT_COLUMNS: &str = "workspace_id, seq, at, actor, action, target, purpose, ip_hash, outcome, details, prev_hash, hash";
+
+pub fn event_from_row(r: &Row) -> AuditEvent {
+    AuditEvent {
+        workspace_id: r.get(0),
+        seq: r.get(1),
+        at: r.get(2),
+        actor: r.get(3),
+        action: r.get(4),
+        target: r.get(5),
+        purpose: r.get(6),
+        ip_hash: r.get(7),
+        outcome: r.get(8),
+        details: r.get(9),
+        prev_hash: r.get(10),
+        hash: r.get(11),
+    }
+}
+
+pub async fn list<C: GenericClient>(c: &C, ws: &str, after: i64, limit: u32) -> Result<Vec<AuditEvent>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            &format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"),
+            &[&ws, &after, &i64::from(limit)],
+        )
+        .await?;
+    Ok(rows.iter().map(event_from_row).collect())
+}
+
+pub async fn head<C: GenericClient>(c: &C, ws: &str) -> Result<Option<AuditEvent>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1"),
+            &[&ws],
+        )
+        .await?;
+    Ok(row.as_ref().map(event_from_row))
+}
+
+pub async fn find<C: GenericClient>(c: &C, ws: &str, seqs: &[i64]) -> Result<Vec<AuditEvent>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            &format!("SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = $1 AND seq = ANY($2) ORDER BY seq"),
+            &[&ws, &seqs],
+        )
+        .await?;
+    Ok(rows.iter().map(event_from_row).collect())
+}
+
+pub async fn checkpoints<C: GenericClient>(c: &C, ws: &str) -> Result<Vec<Checkpoint>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT workspace_id, seq, hash, at, signature FROM audit_checkpoints WHERE workspace_id = $1 ORDER BY seq",
+            &[&ws],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Checkpoint {
+            workspace_id: r.get(0),
+            seq: r.get(1),
+            hash: r.get(2),
+            at: r.get(3),
+            signature: hex::encode(r.get::<_, Vec<u8>>(4)),
+        })
+        .collect())
+}

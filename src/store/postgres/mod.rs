@@ -1,0 +1,772 @@
+//! The PostgreSQL backend (scale): tokio-postgres over a deadpool pool, for one or
+//! several `consentry serve` processes sharing one database. Every write is one
+//! transaction with its audit row inside; the audit chain of a workspace is
+//! ordered by a transaction-scoped advisory lock (`audit.rs`), migrations by
+//! another. Per-dialect SQL stays in this folder; the file names match `sqlite/`.
+
+mod audit;
+mod contacts;
+mod imports;
+
+use super::*;
+use crate::audit::{AuditDraft, AuditEvent, Checkpoint};
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/postgres/0001_vault.sql"))];
+/// Advisory lock key under which migrations run, so servers starting together do
+/// not race.
+const MIGRATION_LOCK: i64 = 0x636f_6e73_656e_7472;
+/// Default pool size per server process.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/db`), applies the migrations
+    /// under an advisory lock and returns the store.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        Self::connect_with(url, DEFAULT_POOL_SIZE).await
+    }
+
+    pub async fn connect_with(url: &str, pool_size: usize) -> anyhow::Result<Self> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .context("the database URL is not a PostgreSQL connection string (postgres://USER@HOST:PORT/DATABASE)")?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            anyhow::bail!("the database URL asks for TLS (sslmode=require); TLS to PostgreSQL is not available in this build");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .context("failed to build the PostgreSQL connection pool")?;
+        let store = PostgresStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations; returns the schema version.
+    pub async fn migrate(&self) -> anyhow::Result<i64> {
+        let mut client = self.pool.get().await.context("failed to connect to PostgreSQL")?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+        tx.batch_execute("SET LOCAL client_min_messages = warning").await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+            .await?;
+        let mut version = 0;
+        for (v, sql) in MIGRATIONS {
+            let done = tx
+                .query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[v])
+                .await?
+                .is_some();
+            if !done {
+                tx.batch_execute(sql).await.with_context(|| format!("migration {v} failed"))?;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    &[v, &now_micros()],
+                )
+                .await?;
+            }
+            version = *v;
+        }
+        tx.commit().await.context("failed to commit the migrations")?;
+        Ok(version)
+    }
+
+    /// Server settings that weaken durability (fsync, synchronous_commit,
+    /// full_page_writes off), one message each.
+    pub async fn durability_warnings(&self) -> anyhow::Result<Vec<String>> {
+        let client = self.pool.get().await?;
+        let mut out = Vec::new();
+        for (name, wanted) in [("fsync", "on"), ("synchronous_commit", "on"), ("full_page_writes", "on")] {
+            let value: String = client.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
+            if value != wanted {
+                out.push(format!(
+                    "PostgreSQL setting {name} is {value}; set it to {wanted}, or an acknowledged write can be lost in a crash"
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Backend(anyhow::Error::new(e).context("failed to get a PostgreSQL connection")))
+    }
+}
+
+/// Maps a PostgreSQL error, turning unique violations into conflicts.
+pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
+    if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
+        let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or_default().to_string();
+        let field = match constraint.as_str() {
+            "contacts_email" => "email",
+            "contacts_phone" => "phone",
+            "lists_workspace_name" => "list name",
+            "attributes_pkey" => "attribute",
+            _ => "record",
+        };
+        return StoreError::Conflict { field };
+    }
+    StoreError::Backend(anyhow::Error::new(e))
+}
+
+fn scope_clause(scope: &ListScope, contact_col: &str) -> String {
+    match scope {
+        ListScope::All => String::new(),
+        ListScope::Lists(ids) => {
+            let quoted: Vec<String> = ids.iter().map(|i| format!("'{}'", i.replace('\'', "''"))).collect();
+            if quoted.is_empty() {
+                return " AND FALSE".into();
+            }
+            format!(
+                " AND EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = {contact_col} AND m.list_id IN ({}))",
+                quoted.join(",")
+            )
+        }
+    }
+}
+
+fn list_from_row(r: &tokio_postgres::Row) -> ListRecord {
+    ListRecord {
+        id: r.get(0),
+        workspace_id: r.get(1),
+        name: r.get(2),
+        created_at: r.get(3),
+        member_count: r.get::<_, Option<i64>>(4).map(|n| n.max(0) as u64),
+    }
+}
+
+const LIST_COLUMNS: &str = "l.id, l.workspace_id, l.name, l.created_at, (SELECT COUNT(*) FROM list_members m JOIN contacts c ON c.id = m.contact_id AND c.deleted_at IS NULL WHERE m.list_id = l.id)";
+const LIST_COLUMNS_UNCOUNTED: &str = "l.id, l.workspace_id, l.name, l.created_at, NULL::int8";
+
+fn api_key_from_row(r: &tokio_postgres::Row) -> ApiKeyRecord {
+    let scopes: String = r.get(4);
+    let lists: String = r.get(5);
+    ApiKeyRecord {
+        id: r.get(0),
+        workspace_id: r.get(1),
+        name: r.get(2),
+        secret_hash: r.get(3),
+        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+        list_ids: serde_json::from_str(&lists).unwrap_or_default(),
+        created_by: r.get(6),
+        created_at: r.get(7),
+        expires_at: r.get(8),
+        revoked_at: r.get(9),
+        last_used_at: r.get(10),
+    }
+}
+
+const API_KEY_COLUMNS: &str =
+    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at";
+
+/// Opens a transaction on a pooled connection: `let mut c = ...; let tx = begin!(c);`.
+macro_rules! begin {
+    ($client:ident) => {
+        $client.transaction().await.map_err(map_err)?
+    };
+}
+
+fn live_contact_sql() -> &'static str {
+    "SELECT 1 FROM contacts WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.client().await?.execute("SELECT 1", &[]).await.map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn create_workspace(&self, ws: NewWorkspace, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        tx.execute(
+            "INSERT INTO workspaces (id, name, created_at, audit_public_key) VALUES ($1, $2, $3, $4)",
+            &[&ws.id, &ws.name, &ws.created_at, &ws.audit_public_key],
+        )
+        .await
+        .map_err(map_err)?;
+        for k in &ws.keys {
+            tx.execute(
+                "INSERT INTO workspace_keys (workspace_id, purpose, version, wrapped, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[&ws.id, &k.purpose, &i64::from(k.version), &k.wrapped, &ws.created_at],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_workspaces(&self) -> StoreResult<Vec<WorkspaceRecord>> {
+        let c = self.client().await?;
+        let mut out: Vec<WorkspaceRecord> = c
+            .query(
+                "SELECT id, name, created_at, audit_public_key FROM workspaces ORDER BY created_at, id",
+                &[],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| WorkspaceRecord {
+                id: r.get(0),
+                name: r.get(1),
+                created_at: r.get(2),
+                audit_public_key: r.get(3),
+                keys: vec![],
+            })
+            .collect();
+        for ws in &mut out {
+            ws.keys = c
+                .query(
+                    "SELECT purpose, version, wrapped FROM workspace_keys WHERE workspace_id = $1 ORDER BY purpose, version",
+                    &[&ws.id],
+                )
+                .await
+                .map_err(map_err)?
+                .iter()
+                .map(|r| crate::crypto::WrappedKey {
+                    purpose: r.get(0),
+                    version: u32::try_from(r.get::<_, i64>(1)).unwrap_or(u32::MAX),
+                    wrapped: r.get(2),
+                })
+                .collect();
+        }
+        Ok(out)
+    }
+
+    async fn create_api_key(&self, key: ApiKeyRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        tx.execute(
+            &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+            &[
+                &key.id,
+                &key.workspace_id,
+                &key.name,
+                &key.secret_hash,
+                &serde_json::to_string(&key.scopes).unwrap_or_default(),
+                &serde_json::to_string(&key.list_ids).unwrap_or_default(),
+                &key.created_by,
+                &key.created_at,
+                &key.expires_at,
+                &key.revoked_at,
+                &key.last_used_at,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let c = self.client().await?;
+        Ok(
+            c.query_opt(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"), &[&id])
+                .await
+                .map_err(map_err)?
+                .as_ref()
+                .map(api_key_from_row),
+        )
+    }
+
+    async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            &format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE workspace_id = $1 ORDER BY created_at, id"),
+            &[&workspace_id],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(api_key_from_row)
+        .collect())
+    }
+
+    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let n = tx
+            .execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE workspace_id = $1 AND id = $2",
+                &[&workspace_id, &id, &at],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("api key"));
+        }
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE api_keys SET last_used_at = GREATEST(COALESCE(last_used_at, $2), $2) WHERE id = $1",
+            &[&id, &at],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT name, class FROM attributes WHERE workspace_id = $1 ORDER BY name",
+            &[&workspace_id],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| AttributeDef {
+            name: r.get(0),
+            class: crate::domain::AttributeClass::parse(r.get::<_, &str>(1)).unwrap_or(crate::domain::AttributeClass::Identifying),
+        })
+        .collect())
+    }
+
+    async fn create_attributes(&self, workspace_id: &str, defs: Vec<AttributeDef>, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        for d in &defs {
+            tx.execute(
+                "INSERT INTO attributes (workspace_id, name, class, created_at) VALUES ($1, $2, $3, $4)",
+                &[&workspace_id, &d.name, &d.class.as_str(), &at],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn create_contact(&self, new: NewContact, audit_draft: AuditDraft) -> StoreResult<AuditEvent> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let event = audit::append(&*tx, &audit_draft).await?;
+        contacts::insert_many(&*tx, std::slice::from_ref(&new.row)).await.map_err(map_err)?;
+        for list_id in &new.list_ids {
+            contacts::add_members(&*tx, list_id, &[new.row.id], new.row.created_at)
+                .await
+                .map_err(map_err)?;
+        }
+        let consents: Vec<ConsentEventRow> = new
+            .consents
+            .into_iter()
+            .map(|mut e| {
+                e.audit_seq = event.seq;
+                e
+            })
+            .collect();
+        contacts::insert_consents(&*tx, &consents).await.map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(event)
+    }
+
+    async fn find_contact(&self, workspace_id: &str, id: Uuid, scope: &ListScope) -> StoreResult<Option<ContactRow>> {
+        let c = self.client().await?;
+        contacts::find(&**c, workspace_id, "c.id = $2", id.as_bytes(), scope)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn find_contact_by_bidx(
+        &self,
+        workspace_id: &str,
+        kind: IdentifierKind,
+        bidx: &[u8],
+        scope: &ListScope,
+    ) -> StoreResult<Option<ContactRow>> {
+        let cond = match kind {
+            IdentifierKind::Email => "c.email_bidx = $2",
+            IdentifierKind::Phone => "c.phone_bidx = $2",
+        };
+        let c = self.client().await?;
+        contacts::find(&**c, workspace_id, cond, bidx, scope).await.map_err(map_err)
+    }
+
+    async fn update_contact(&self, row: ContactRow, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        audit::append(&*tx, &audit_draft).await?;
+        if contacts::update(&*tx, &row).await.map_err(map_err)? == 0 {
+            return Err(StoreError::NotFound("contact"));
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_contact(&self, workspace_id: &str, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let idb = id.as_bytes().as_slice();
+        let n = tx
+            .execute(
+                "UPDATE contacts SET deleted_at = $3, email_bidx = NULL, phone_bidx = NULL, updated_at = $3
+                 WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL",
+                &[&workspace_id, &idb, &at],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("contact"));
+        }
+        tx.execute("DELETE FROM list_members WHERE contact_id = $1", &[&idb])
+            .await
+            .map_err(map_err)?;
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_contacts(
+        &self,
+        workspace_id: &str,
+        list_id: Option<&str>,
+        scope: &ListScope,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> StoreResult<Vec<ContactRow>> {
+        let c = self.client().await?;
+        contacts::page(&**c, workspace_id, list_id, scope, after, limit)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn append_consent(&self, mut event: ConsentEventRow, suppress: Vec<Vec<u8>>, audit_draft: AuditDraft) -> StoreResult<AuditEvent> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let live = tx
+            .query_opt(live_contact_sql(), &[&event.workspace_id, &event.contact_id.as_bytes().as_slice()])
+            .await
+            .map_err(map_err)?
+            .is_some();
+        if !live {
+            return Err(StoreError::NotFound("contact"));
+        }
+        let audit_event = audit::append(&*tx, &audit_draft).await?;
+        event.audit_seq = audit_event.seq;
+        contacts::insert_consents(&*tx, std::slice::from_ref(&event))
+            .await
+            .map_err(map_err)?;
+        for b in &suppress {
+            tx.execute(
+                "INSERT INTO suppressions (workspace_id, bidx, reason, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&event.workspace_id, b, &event.action, &event.recorded_at],
+            )
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(audit_event)
+    }
+
+    async fn list_consents(&self, workspace_id: &str, contact_id: Uuid) -> StoreResult<Vec<ConsentEventRow>> {
+        let c = self.client().await?;
+        contacts::consents(&**c, workspace_id, contact_id).await.map_err(map_err)
+    }
+
+    async fn create_list(&self, list: ListRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        tx.execute(
+            "INSERT INTO lists (id, workspace_id, name, created_at) VALUES ($1, $2, $3, $4)",
+            &[&list.id, &list.workspace_id, &list.name, &list.created_at],
+        )
+        .await
+        .map_err(map_err)?;
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_lists(&self, workspace_id: &str, scope: &ListScope) -> StoreResult<Vec<ListRecord>> {
+        let c = self.client().await?;
+        let lists: Vec<ListRecord> = c
+            .query(
+                &format!("SELECT {LIST_COLUMNS} FROM lists l WHERE l.workspace_id = $1 ORDER BY l.name"),
+                &[&workspace_id],
+            )
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(list_from_row)
+            .collect();
+        Ok(lists.into_iter().filter(|l| scope.allows_list(&l.id)).collect())
+    }
+
+    async fn find_list(&self, workspace_id: &str, id_or_name: &str, scope: &ListScope) -> StoreResult<Option<ListRecord>> {
+        let c = self.client().await?;
+        let found = c
+            .query_opt(
+                &format!(
+                    "SELECT {LIST_COLUMNS_UNCOUNTED} FROM lists l WHERE l.workspace_id = $1 AND (l.id = $2 OR l.name = $2) ORDER BY (l.id = $2) DESC LIMIT 1"
+                ),
+                &[&workspace_id, &id_or_name],
+            )
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(list_from_row);
+        Ok(found.filter(|l| scope.allows_list(&l.id)))
+    }
+
+    async fn rename_list(&self, workspace_id: &str, id: &str, name: &str, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let n = tx
+            .execute(
+                "UPDATE lists SET name = $3 WHERE workspace_id = $1 AND id = $2",
+                &[&workspace_id, &id, &name],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("list"));
+        }
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_list(&self, workspace_id: &str, id: &str, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let n = tx
+            .execute("DELETE FROM lists WHERE workspace_id = $1 AND id = $2", &[&workspace_id, &id])
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("list"));
+        }
+        tx.execute("DELETE FROM list_members WHERE list_id = $1", &[&id])
+            .await
+            .map_err(map_err)?;
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn add_list_members(
+        &self,
+        workspace_id: &str,
+        list_id: &str,
+        ids: Vec<Uuid>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<u64> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        for id in &ids {
+            let live = tx
+                .query_opt(live_contact_sql(), &[&workspace_id, &id.as_bytes().as_slice()])
+                .await
+                .map_err(map_err)?;
+            if live.is_none() {
+                return Err(StoreError::NotFound("contact"));
+            }
+        }
+        let added = contacts::add_members(&*tx, list_id, &ids, at).await.map_err(map_err)?;
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(added)
+    }
+
+    async fn remove_list_members(&self, _workspace_id: &str, list_id: &str, ids: Vec<Uuid>, audit_draft: AuditDraft) -> StoreResult<u64> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let bytes: Vec<&[u8]> = ids.iter().map(|u| u.as_bytes().as_slice()).collect();
+        let removed = tx
+            .execute(
+                "DELETE FROM list_members WHERE list_id = $1 AND contact_id = ANY($2)",
+                &[&list_id, &bytes],
+            )
+            .await
+            .map_err(map_err)?;
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed)
+    }
+
+    async fn begin_import(&self, job: ImportJob, audit_draft: AuditDraft) -> StoreResult<ImportJob> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let job = imports::begin(&*tx, job, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(job)
+    }
+
+    async fn apply_import_batch(
+        &self,
+        workspace_id: &str,
+        import_id: Option<&str>,
+        lookup: BatchLookup,
+        planner: ImportPlanner,
+        _last_batch: bool,
+    ) -> StoreResult<ImportCounts> {
+        let mut c = self.client().await?;
+        match import_id {
+            Some(id) => {
+                let tx = begin!(c);
+                let counts = imports::apply_batch(&*tx, workspace_id, id, lookup, planner).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(counts)
+            }
+            None => {
+                let found = imports::look_up(&**c, workspace_id, &lookup).await.map_err(map_err)?;
+                planner(found).map(|w| w.counts).map_err(StoreError::Backend)
+            }
+        }
+    }
+
+    async fn finish_import(
+        &self,
+        workspace_id: &str,
+        import_id: &str,
+        status: ImportStatus,
+        error: Option<String>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<ImportJob> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        tx.execute(
+            "UPDATE imports SET status = $3, error = $4, finished_at = $5 WHERE workspace_id = $1 AND id = $2",
+            &[&workspace_id, &import_id, &status.as_str(), &error, &at],
+        )
+        .await
+        .map_err(map_err)?;
+        audit::append(&*tx, &audit_draft).await?;
+        let job = imports::find(&*tx, workspace_id, import_id)
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound("import"))?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(job)
+    }
+
+    async fn find_import(&self, workspace_id: &str, id: &str) -> StoreResult<Option<ImportJob>> {
+        let c = self.client().await?;
+        imports::find(&**c, workspace_id, id).await.map_err(map_err)
+    }
+
+    async fn list_import_rejections(&self, workspace_id: &str, id: &str, limit: u32) -> StoreResult<Vec<ImportRejection>> {
+        let c = self.client().await?;
+        Ok(c.query(
+            "SELECT r.row_number, r.column_name, r.reason FROM import_rejections r JOIN imports i ON i.id = r.import_id
+             WHERE i.workspace_id = $1 AND r.import_id = $2 ORDER BY r.row_number, r.column_name LIMIT $3",
+            &[&workspace_id, &id, &i64::from(limit)],
+        )
+        .await
+        .map_err(map_err)?
+        .iter()
+        .map(|r| ImportRejection {
+            row: r.get::<_, i64>(0).max(0) as u64,
+            column: r.get(1),
+            reason: r.get(2),
+        })
+        .collect())
+    }
+
+    async fn create_export(&self, record: ExportRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        audit::append(&*tx, &audit_draft).await?;
+        tx.execute(
+            "INSERT INTO exports (id, workspace_id, actor, purpose, list_id, format, row_count, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &record.id,
+                &record.workspace_id,
+                &record.actor,
+                &record.purpose,
+                &record.list_id,
+                &record.format,
+                &(record.row_count as i64),
+                &record.created_at,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_export(&self, workspace_id: &str, id: &str) -> StoreResult<Option<ExportRecord>> {
+        let c = self.client().await?;
+        Ok(c.query_opt(
+            "SELECT id, workspace_id, actor, purpose, list_id, format, row_count, created_at FROM exports WHERE workspace_id = $1 AND id = $2",
+            &[&workspace_id, &id],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| ExportRecord {
+            id: r.get(0),
+            workspace_id: r.get(1),
+            actor: r.get(2),
+            purpose: r.get(3),
+            list_id: r.get(4),
+            format: r.get(5),
+            row_count: r.get::<_, i64>(6).max(0) as u64,
+            created_at: r.get(7),
+        }))
+    }
+
+    async fn record_audit(&self, audit_draft: AuditDraft) -> StoreResult<AuditEvent> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let event = audit::append(&*tx, &audit_draft).await?;
+        tx.commit()
+            .await
+            .map_err(|e| StoreError::AuditUnavailable(anyhow::Error::new(e).context("failed to commit an audit event")))?;
+        Ok(event)
+    }
+
+    async fn list_audit(&self, workspace_id: &str, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let c = self.client().await?;
+        audit::list(&**c, workspace_id, after_seq, limit).await.map_err(map_err)
+    }
+
+    async fn find_audit(&self, workspace_id: &str, seqs: Vec<i64>) -> StoreResult<Vec<AuditEvent>> {
+        let c = self.client().await?;
+        audit::find(&**c, workspace_id, &seqs).await.map_err(map_err)
+    }
+
+    async fn audit_head(&self, workspace_id: &str) -> StoreResult<Option<AuditEvent>> {
+        let c = self.client().await?;
+        audit::head(&**c, workspace_id).await.map_err(map_err)
+    }
+
+    async fn insert_checkpoint(&self, cp: Checkpoint) -> StoreResult<()> {
+        let sig = hex::decode(&cp.signature).map_err(|e| StoreError::Backend(e.into()))?;
+        let c = self.client().await?;
+        c.execute(
+            "INSERT INTO audit_checkpoints (workspace_id, seq, hash, at, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            &[&cp.workspace_id, &cp.seq, &cp.hash, &cp.at, &sig],
+        )
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_checkpoints(&self, workspace_id: &str) -> StoreResult<Vec<Checkpoint>> {
+        let c = self.client().await?;
+        audit::checkpoints(&**c, workspace_id).await.map_err(map_err)
+    }
+}
