@@ -59,6 +59,9 @@ pub enum Command {
         #[arg(long)]
         owner_key_file: Option<PathBuf>,
     },
+    /// Apply the database migrations (they also run at every start) and print the
+    /// schema version.
+    Migrate,
     /// Import contacts from a CSV file.
     Import(ImportArgs),
     /// Export a list's contacts (needs a purpose, which the audit log records).
@@ -388,6 +391,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 ),
             }
             drop(vault);
+            Ok(0)
+        }
+        Command::Migrate => {
+            let (backend, version) = match cli.database_url.as_deref() {
+                Some(url) => (
+                    "postgres",
+                    crate::store::postgres::PostgresStore::connect(url).await?.migrate().await?,
+                ),
+                None => {
+                    create_private_dir(&cli.data_dir)?;
+                    ("sqlite", SqliteStore::open(&cli.data_dir.join("consentry.db"))?.schema_version()?)
+                }
+            };
+            println!("{backend} schema version {version}");
             Ok(0)
         }
         Command::Import(args) => {

@@ -7,5 +7,6 @@ mod helpers;
 mod import;
 mod pg;
 mod plaintext;
+mod postgres;
 mod readme;
 mod support;

@@ -102,7 +102,6 @@ pub async fn apply_batch<C: GenericClient>(
     }
     let found = look_up(c, ws, &lookup).await.map_err(map_err)?;
     let mut writes = planner(found).map_err(StoreError::Backend)?;
-    let event = audit::append(c, &writes.audit).await?;
     contacts::insert_many(c, &writes.inserts).await.map_err(map_err)?;
     for row in &writes.updates {
         contacts::update(c, row).await.map_err(map_err)?;
@@ -110,6 +109,9 @@ pub async fn apply_batch<C: GenericClient>(
     contacts::add_members(c, &lookup.list_id, &writes.memberships, writes.at)
         .await
         .map_err(map_err)?;
+    // The audit append holds the workspace's chain until the commit: as late as
+    // the consent events (which name its sequence number) allow.
+    let event = audit::append(c, &writes.audit).await?;
     for e in &mut writes.consents {
         e.audit_seq = event.seq;
     }

@@ -182,6 +182,17 @@ macro_rules! begin {
     };
 }
 
+/// Serialises, per workspace, the transactions that give contacts identifiers
+/// (import batches, creates, updates): on one server the single SQLite writer
+/// does this; here several servers would otherwise both find an address missing
+/// and both insert it, and one batch would fail on the unique index.
+async fn lock_identifiers<C: tokio_postgres::GenericClient>(c: &C, workspace_id: &str) -> StoreResult<()> {
+    c.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 4414))", &[&workspace_id])
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 fn live_contact_sql() -> &'static str {
     "SELECT 1 FROM contacts WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
 }
@@ -366,6 +377,7 @@ impl Store for PostgresStore {
     async fn create_contact(&self, new: NewContact, audit_draft: AuditDraft) -> StoreResult<AuditEvent> {
         let mut c = self.client().await?;
         let tx = begin!(c);
+        lock_identifiers(&*tx, &new.row.workspace_id).await?;
         let event = audit::append(&*tx, &audit_draft).await?;
         contacts::insert_many(&*tx, std::slice::from_ref(&new.row)).await.map_err(map_err)?;
         for list_id in &new.list_ids {
@@ -411,6 +423,7 @@ impl Store for PostgresStore {
     async fn update_contact(&self, row: ContactRow, audit_draft: AuditDraft) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = begin!(c);
+        lock_identifiers(&*tx, &row.workspace_id).await?;
         audit::append(&*tx, &audit_draft).await?;
         if contacts::update(&*tx, &row).await.map_err(map_err)? == 0 {
             return Err(StoreError::NotFound("contact"));
@@ -626,6 +639,7 @@ impl Store for PostgresStore {
         match import_id {
             Some(id) => {
                 let tx = begin!(c);
+                lock_identifiers(&*tx, workspace_id).await?;
                 let counts = imports::apply_batch(&*tx, workspace_id, id, lookup, planner).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(counts)

@@ -63,6 +63,12 @@ impl SqliteStore {
         })
     }
 
+    /// The newest migration applied.
+    pub fn schema_version(&self) -> anyhow::Result<i64> {
+        let conn = Self::open_reader(&self.path)?;
+        Ok(conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))?)
+    }
+
     fn open_reader(path: &Path) -> anyhow::Result<Connection> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_context(|| format!("failed to open database {}", path.display()))?;

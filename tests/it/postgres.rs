@@ -1,0 +1,375 @@
+//! consentry on PostgreSQL with the real binary: migrations racing at start, two
+//! servers sharing one database, index use of the lookup, and no planted value in
+//! the cluster's files or log. Each test creates and drops its own database (see
+//! `pg.rs`); without `CONSENTRY_TEST_POSTGRES_URL` they skip, in CI they fail.
+
+use crate::pg::TestDatabase;
+use crate::support::{contains, files_under};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+use tokio_postgres::NoTls;
+
+fn consentry(data_dir: &Path, db: &TestDatabase, master_hex: &str) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_consentry"));
+    c.arg("--data-dir")
+        .arg(data_dir)
+        .arg("--database-url")
+        .arg(&db.url)
+        .env("CONSENTRY_MASTER_KEY", master_hex)
+        .env_remove("CONSENTRY_DATA_DIR")
+        .env_remove("CONSENTRY_DATABASE_URL");
+    c
+}
+
+fn master_hex() -> String {
+    consentry::crypto::MasterKey::generate().unwrap().to_hex().to_string()
+}
+
+async fn admin(db: &TestDatabase) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Kills a server if the test fails before stopping it.
+struct Server {
+    child: Option<std::process::Child>,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn start_server(data_dir: &Path, db: &TestDatabase, master: &str, log: PathBuf) -> Server {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let child = consentry(data_dir, db, master)
+        .args(["--log-format", "json", "serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child: Some(child),
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            return server;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server on {} did not become ready", server.base);
+}
+
+fn csv(from: usize, to: usize) -> String {
+    let mut s = String::from("email,first_name\n");
+    for i in from..to {
+        s.push_str(&format!("shared.{i}@example.com,Person{i}\n"));
+    }
+    s
+}
+
+#[tokio::test]
+async fn servers_starting_together_apply_the_migrations_once() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let master = master_hex();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            consentry(d.path(), &db, &master)
+                .arg("migrate")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postgres schema version 1");
+    }
+    let client = admin(&db).await;
+    let applied: i64 = client
+        .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_servers_share_contacts_keys_and_one_audit_chain() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let master = master_hex();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key_file = dir_a.path().join("owner.key");
+    let out = consentry(dir_a.path(), &db, &master)
+        .args(["init", "--owner-key-file", key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    let owner = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    let a = start_server(dir_a.path(), &db, &master, dir_a.path().join("server.log")).await;
+    let b = start_server(dir_b.path(), &db, &master, dir_b.path().join("server.log")).await;
+    let client = reqwest::Client::new();
+
+    // Imports on A: four files of 600 rows that overlap pairwise by 100 rows, all
+    // at once; lookups and key creation on B meanwhile.
+    let imports = (0..4).map(|i| {
+        let (client, base, owner) = (client.clone(), a.base.clone(), owner.clone());
+        tokio::spawn(async move {
+            let r = client
+                .post(format!("{base}/api/v1/imports?list=shared&source=signup%20form"))
+                .bearer_auth(&owner)
+                .header("Content-Type", "text/csv")
+                .body(csv(i * 500, i * 500 + 600))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(status, 201, "{body}");
+            body
+        })
+    });
+    let imports: Vec<_> = imports.collect();
+    let mut new_keys = Vec::new();
+    for i in 0..40 {
+        let r = client
+            .post(format!("{}/api/v1/contacts/lookup", b.base))
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({ "email": format!("shared.{}@example.com", i * 50) }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 200 || r.status() == 404, "lookup on B: {}", r.status());
+        if i % 10 == 0 {
+            let r = client
+                .post(format!("{}/api/v1/keys", b.base))
+                .bearer_auth(&owner)
+                .json(&serde_json::json!({ "name": format!("k{i}"), "scopes": ["viewer"] }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let created: serde_json::Value = r.json().await.unwrap();
+            new_keys.push(created["token"].as_str().unwrap().to_string());
+        }
+    }
+    let mut created = 0;
+    for handle in imports {
+        let report = handle.await.unwrap();
+        assert_eq!(report["status"], "finished", "{report}");
+        created += report["counts"]["created"].as_u64().unwrap();
+    }
+    // 2,100 distinct addresses in all; each created exactly once, by one import.
+    assert_eq!(created, 2_100);
+    let pg = admin(&db).await;
+    let contacts: i64 = pg.query_one("SELECT COUNT(*) FROM contacts", &[]).await.unwrap().get(0);
+    assert_eq!(contacts, 2_100);
+    let members: i64 = pg.query_one("SELECT COUNT(*) FROM list_members", &[]).await.unwrap().get(0);
+    assert_eq!(members, 2_100);
+
+    // Every contact is found through either server.
+    for base in [&a.base, &b.base] {
+        let r = client
+            .post(format!("{base}/api/v1/contacts/lookup"))
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({ "email": "shared.2099@example.com" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    // A key made on B works on A; revoked on A, it is refused by B at once.
+    let key = new_keys.pop().unwrap();
+    let r = client
+        .get(format!("{}/api/v1/lists", a.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = key.split('_').nth(1).unwrap();
+    let r = client
+        .delete(format!("{}/api/v1/keys/{id}", a.base))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = client
+        .get(format!("{}/api/v1/lists", b.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    drop(a);
+    drop(b);
+    // One chain, no fork, no gap, no duplicate sequence.
+    let (n, max, distinct): (i64, i64, i64) = {
+        let r = pg
+            .query_one("SELECT COUNT(*), MAX(seq), COUNT(DISTINCT seq) FROM audit_events", &[])
+            .await
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!((n, distinct), (max, max));
+    let out = consentry(dir_a.path(), &db, &master).args(["audit", "verify"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "audit verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_lookup_by_blind_index_uses_the_unique_index() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = consentry::store::postgres::PostgresStore::connect(&db.url).await.unwrap();
+    drop(store);
+    let pg = admin(&db).await;
+    pg.batch_execute(
+        "INSERT INTO contacts (id, workspace_id, email_bidx, contact_key, email_ct, created_at, updated_at)
+         SELECT uuid_send(gen_random_uuid()), 'ws', sha256(i::text::bytea), '\\x00', '\\x00', 0, 0 FROM generate_series(1, 20000) i;
+         ANALYZE contacts;",
+    )
+    .await
+    .unwrap();
+    let plan: Vec<String> = pg
+        .query(
+            "EXPLAIN SELECT c.id FROM contacts c WHERE c.workspace_id = 'ws' AND c.email_bidx = sha256('77'::bytea) AND c.deleted_at IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("contacts_email"), "the lookup does not use the unique index:\n{plan}");
+}
+
+/// The cluster's data directory and the files of this test's database, when this
+/// process may read them.
+async fn database_files(db: &TestDatabase) -> Option<(PathBuf, Vec<PathBuf>)> {
+    let pg = admin(db).await;
+    pg.batch_execute("CHECKPOINT").await.unwrap();
+    let dir: String = pg.query_one("SHOW data_directory", &[]).await.unwrap().get(0);
+    let oid: u32 = pg
+        .query_one("SELECT oid FROM pg_database WHERE datname = current_database()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let base = PathBuf::from(&dir).join("base").join(oid.to_string());
+    if std::fs::read_dir(&base).is_err() {
+        if std::env::var("CONSENTRY_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+            panic!("cannot read PostgreSQL's data directory {dir}; CI runs as root and must be able to");
+        }
+        eprintln!("skipped: this user cannot read PostgreSQL's data directory {dir}");
+        return None;
+    }
+    Some((PathBuf::from(dir), files_under(&base)))
+}
+
+#[tokio::test]
+async fn planted_values_never_reach_postgres_files_or_its_log() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let started = SystemTime::now() - Duration::from_secs(2);
+    let master = master_hex();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("owner.key");
+    let out = consentry(dir.path(), &db, &master)
+        .args(["init", "--owner-key-file", key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    let planted = [
+        "Pgzeldaplanted",
+        "pgzelda.planted@example.com",
+        "Pgwildlingplanted",
+        "+31612398711",
+        "612398711",
+    ];
+    let file = dir.path().join("planted.csv");
+    std::fs::write(
+        &file,
+        "email,phone,first_name,last_name,consent_ip\npgzelda.planted@example.com,0612398711,Pgzeldaplanted,Pgwildlingplanted,192.0.2.7\n",
+    )
+    .unwrap();
+    let out = consentry(dir.path(), &db, &master)
+        .args([
+            "import",
+            file.to_str().unwrap(),
+            "--list",
+            "planted",
+            "--source",
+            "web form",
+            "--region",
+            "NL",
+            "--channels",
+            "email,sms",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "import failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = consentry(dir.path(), &db, &master)
+        .args([
+            "contacts",
+            "find",
+            "--email",
+            "pgzelda.planted@example.com",
+            "--purpose",
+            "planted-value test",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Pgzeldaplanted"),
+        "the contact reads back"
+    );
+
+    let Some((data_dir, mut files)) = database_files(&db).await else {
+        return;
+    };
+    // WAL written during this test (older segments belong to other work).
+    files.extend(
+        files_under(&data_dir.join("pg_wal"))
+            .into_iter()
+            .filter(|p| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t >= started)),
+    );
+    for log_dir in [data_dir.join("log"), PathBuf::from("/var/log/postgresql")] {
+        if log_dir.is_dir() {
+            files.extend(files_under(&log_dir));
+        }
+    }
+    assert!(files.len() > 10, "the scan found the database's files");
+    for f in &files {
+        let Ok(bytes) = std::fs::read(f) else { continue };
+        for value in planted {
+            assert!(!contains(&bytes, value), "{value} is in clear in {}", f.display());
+        }
+    }
+}
