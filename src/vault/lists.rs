@@ -87,7 +87,12 @@ impl Vault {
         if let Some(l) = self.store.find_list(&p.workspace_id, name, &p.lists).await? {
             return Ok(l);
         }
-        self.create_list(p, name).await?;
+        match self.create_list(p, name).await {
+            Ok(_) => {}
+            // Another request (or server) created it meanwhile: use that one.
+            Err(VaultError::Invalid(_)) if self.store.find_list(&p.workspace_id, name, &p.lists).await?.is_some() => {}
+            Err(e) => return Err(e),
+        }
         self.get_list(p, name).await
     }
 

@@ -9,4 +9,5 @@ mod pg;
 mod plaintext;
 mod postgres;
 mod readme;
+mod store;
 mod support;

@@ -193,6 +193,18 @@ async fn lock_identifiers<C: tokio_postgres::GenericClient>(c: &C, workspace_id:
     Ok(())
 }
 
+/// `NotFound` unless the workspace has this list.
+async fn require_list<C: tokio_postgres::GenericClient>(c: &C, workspace_id: &str, list_id: &str) -> StoreResult<()> {
+    c.query_opt(
+        "SELECT 1 FROM lists WHERE workspace_id = $1 AND id = $2",
+        &[&workspace_id, &list_id],
+    )
+    .await
+    .map_err(map_err)?
+    .map(|_| ())
+    .ok_or(StoreError::NotFound("list"))
+}
+
 fn live_contact_sql() -> &'static str {
     "SELECT 1 FROM contacts WHERE workspace_id = $1 AND id = $2 AND deleted_at IS NULL"
 }
@@ -588,6 +600,7 @@ impl Store for PostgresStore {
     ) -> StoreResult<u64> {
         let mut c = self.client().await?;
         let tx = begin!(c);
+        require_list(&*tx, workspace_id, list_id).await?;
         for id in &ids {
             let live = tx
                 .query_opt(live_contact_sql(), &[&workspace_id, &id.as_bytes().as_slice()])
@@ -603,9 +616,10 @@ impl Store for PostgresStore {
         Ok(added)
     }
 
-    async fn remove_list_members(&self, _workspace_id: &str, list_id: &str, ids: Vec<Uuid>, audit_draft: AuditDraft) -> StoreResult<u64> {
+    async fn remove_list_members(&self, workspace_id: &str, list_id: &str, ids: Vec<Uuid>, audit_draft: AuditDraft) -> StoreResult<u64> {
         let mut c = self.client().await?;
         let tx = begin!(c);
+        require_list(&*tx, workspace_id, list_id).await?;
         let bytes: Vec<&[u8]> = ids.iter().map(|u| u.as_bytes().as_slice()).collect();
         let removed = tx
             .execute(

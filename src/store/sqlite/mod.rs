@@ -172,6 +172,14 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(anyhow::Error::new(e))
 }
 
+/// `NotFound` unless the workspace has this list.
+fn require_list(c: &Connection, ws: &str, list_id: &str) -> StoreResult<()> {
+    c.prepare_cached("SELECT 1 FROM lists WHERE workspace_id = ?1 AND id = ?2")
+        .and_then(|mut s| s.query_row(params![ws, list_id], |_| Ok(())).optional())
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound("list"))
+}
+
 fn scope_clause(scope: &ListScope, contact_col: &str) -> String {
     match scope {
         ListScope::All => String::new(),
@@ -585,6 +593,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<u64> {
         let (ws, list_id) = (workspace_id.to_string(), list_id.to_string());
         self.write(move |c| {
+            require_list(c, &ws, &list_id)?;
             let mut added = 0;
             for id in &ids {
                 let live = c
@@ -606,9 +615,10 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_list_members(&self, _workspace_id: &str, list_id: &str, ids: Vec<Uuid>, audit_draft: AuditDraft) -> StoreResult<u64> {
-        let list_id = list_id.to_string();
+    async fn remove_list_members(&self, workspace_id: &str, list_id: &str, ids: Vec<Uuid>, audit_draft: AuditDraft) -> StoreResult<u64> {
+        let (ws, list_id) = (workspace_id.to_string(), list_id.to_string());
         self.write(move |c| {
+            require_list(c, &ws, &list_id)?;
             let mut removed = 0;
             for id in &ids {
                 removed += c
