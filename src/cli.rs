@@ -62,6 +62,16 @@ pub enum Command {
     /// Apply the database migrations (they also run at every start) and print the
     /// schema version.
     Migrate,
+    /// Move a whole instance from SQLite into an empty PostgreSQL database without
+    /// decrypting anything, then check counts per table and the audit chain there.
+    MigrateStore {
+        /// sqlite://PATH of the source database (PATH: the data directory's consentry.db).
+        #[arg(long)]
+        from: String,
+        /// postgres://USER@HOST:PORT/DB of an empty target database.
+        #[arg(long)]
+        to: String,
+    },
     /// Import contacts from a CSV file.
     Import(ImportArgs),
     /// Export a list's contacts (needs a purpose, which the audit log records).
@@ -319,6 +329,51 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `consentry migrate-store`: copy, then prove the copy (counts, audit chains).
+async fn migrate_store(cli: &Cli, from: &str, to: &str) -> anyhow::Result<i32> {
+    let source = from
+        .strip_prefix("sqlite://")
+        .context("--from must be sqlite://PATH (the consentry.db of the instance to move)")?;
+    if !to.starts_with("postgres://") && !to.starts_with("postgresql://") {
+        anyhow::bail!("--to must be a postgres:// URL of an empty database");
+    }
+    // The instance's own key: the copy is checked by opening its workspaces.
+    let master = match std::env::var("CONSENTRY_MASTER_KEY") {
+        Ok(hexkey) => MasterKey::from_hex(&hexkey).context("CONSENTRY_MASTER_KEY is not a valid key")?,
+        Err(_) => MasterKey::load(&cli.data_dir.join("master.key")).with_context(|| {
+            format!(
+                "the source instance's master key is needed: give its --data-dir (no master.key in {}) or CONSENTRY_MASTER_KEY",
+                cli.data_dir.display()
+            )
+        })?,
+    };
+    let target = crate::store::postgres::PostgresStore::connect(to).await?;
+    let report = crate::store::postgres::transfer::copy_from_sqlite(Path::new(source), &target).await?;
+    for (table, rows) in &report.tables {
+        println!("{table}: {rows} rows");
+    }
+    let vault = Vault::new(Arc::new(target), master, Arc::new(SystemClock));
+    let mut failed = false;
+    for ws in vault.store.list_workspaces().await? {
+        vault
+            .keys(&ws.id)
+            .await
+            .context("the master key does not open the copied workspace keys")?;
+        let report = vault.verify_audit(&ws.id).await?;
+        match report.problem {
+            None => println!(
+                "ok: workspace {}: {} events, {} checkpoints",
+                ws.id, report.events, report.checkpoints
+            ),
+            Some(p) => {
+                failed = true;
+                println!("FAILED: workspace {}: first bad sequence {}: {}", ws.id, p.seq, p.reason);
+            }
+        }
+    }
+    Ok(if failed { 2 } else { 0 })
+}
+
 fn load_or_create_master_key(data_dir: &Path) -> anyhow::Result<MasterKey> {
     if let Ok(hexkey) = std::env::var("CONSENTRY_MASTER_KEY") {
         return MasterKey::from_hex(&hexkey).context("CONSENTRY_MASTER_KEY is not a valid key");
@@ -407,6 +462,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{backend} schema version {version}");
             Ok(0)
         }
+        Command::MigrateStore { from, to } => migrate_store(&cli, from, to).await,
         Command::Import(args) => {
             let ctx = open(&cli).await?;
             let p = Principal::operator(&ctx.workspace_id);

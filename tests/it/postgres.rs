@@ -373,3 +373,93 @@ async fn planted_values_never_reach_postgres_files_or_its_log() {
         }
     }
 }
+
+#[tokio::test]
+async fn migrate_store_moves_an_instance_without_decrypting_and_refuses_a_full_target() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let cli = crate::support::Cli::init();
+    let file = cli.write(
+        "c.csv",
+        b"email,phone,first_name,last_name,consent_ip\njane@example.com,0612345678,Jane,Doe,192.0.2.1\nbob@example.com,,Bob,,\n",
+    );
+    cli.ok(&[
+        "import",
+        file.to_str().unwrap(),
+        "--list",
+        "nl",
+        "--source",
+        "form",
+        "--channels",
+        "email,sms",
+        "--region",
+        "NL",
+    ]);
+    cli.ok(&[
+        "export",
+        "--list",
+        "nl",
+        "--purpose",
+        "backup",
+        "--out",
+        cli.path("e.csv").to_str().unwrap(),
+    ]);
+    let before = cli.ok(&["contacts", "find", "--email", "jane@example.com", "--purpose", "check"]);
+    let source = format!("sqlite://{}", cli.data_dir().join("consentry.db").display());
+    let out = cli.run(&["migrate-store", "--from", &source, "--to", &db.url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "migrate-store: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("contacts: 2 rows") && stdout.contains("consent_events: 3 rows"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok: workspace"), "{stdout}");
+
+    // The same contact, read through PostgreSQL with the same master key.
+    let after = cli.ok(&[
+        "--database-url",
+        &db.url,
+        "contacts",
+        "find",
+        "--email",
+        "jane@example.com",
+        "--purpose",
+        "check",
+    ]);
+    assert_eq!(before, after);
+    // Ciphertexts moved as they were.
+    let pg = admin(&db).await;
+    let moved: Vec<u8> = pg
+        .query_one("SELECT email_ct FROM contacts ORDER BY id LIMIT 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let original: Vec<u8> = cli
+        .db()
+        .query_row("SELECT email_ct FROM contacts ORDER BY id LIMIT 1", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(moved, original);
+    // Writing goes on after the moved ledger.
+    cli.ok(&[
+        "--database-url",
+        &db.url,
+        "import",
+        file.to_str().unwrap(),
+        "--list",
+        "nl",
+        "--source",
+        "form",
+        "--channels",
+        "email,whatsapp",
+        "--region",
+        "NL",
+    ]);
+    cli.ok(&["--database-url", &db.url, "audit", "verify"]);
+
+    let out = cli.run(&["migrate-store", "--from", &source, "--to", &db.url]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
+}

@@ -30,7 +30,8 @@ impl Cli {
         c.arg("--data-dir")
             .arg(self.data_dir())
             .env_remove("CONSENTRY_MASTER_KEY")
-            .env_remove("CONSENTRY_DATA_DIR");
+            .env_remove("CONSENTRY_DATA_DIR")
+            .env_remove("CONSENTRY_DATABASE_URL");
         c
     }
 

@@ -7,6 +7,7 @@
 mod audit;
 mod contacts;
 mod imports;
+pub mod transfer;
 
 use super::*;
 use crate::audit::{AuditDraft, AuditEvent, Checkpoint};
