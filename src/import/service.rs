@@ -26,10 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Rows per transaction.
+/// Rows per batch (a backend may commit several consecutive batches together).
 pub const BATCH_ROWS: usize = 2_000;
-/// Batches handed to the store and not yet started there.
-const QUEUED_BATCHES: usize = 2;
 /// Rejections returned in a report (all are stored).
 const REPORT_REJECTIONS: u32 = 1_000;
 
@@ -833,9 +831,12 @@ impl Vault {
         let mut dry_counts = ImportCounts::default();
         let mut result: VaultResult<()> = Ok(());
         // Batches are handed to the store without waiting for the previous one to
-        // be committed, so that a backend can commit consecutive batches together;
-        // at most `QUEUED_BATCHES` wait unstarted at the store, which bounds memory.
-        let queued = Arc::new(tokio::sync::Semaphore::new(QUEUED_BATCHES));
+        // be committed, so that a backend can commit consecutive batches together.
+        // The next batch is handed over only once the store has started the one
+        // before (its planner runs): batches are applied strictly in file order,
+        // which the job's progress (rows done, counted from the top) relies on,
+        // and at most one waits unstarted, which bounds memory.
+        let queued = Arc::new(tokio::sync::Semaphore::new(1));
         let mut in_flight: VecDeque<tokio::task::JoinHandle<(u64, StoreResult<ImportCounts>)>> = VecDeque::new();
         let import_id = (!opts.dry_run).then(|| job.id.clone());
         let mut next = rx.recv().await;

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Import, re-import and export of a generated contact file (default 1,000,000 rows)
+# with `consentry` on PostgreSQL (release build), beside PostgreSQL's own COPY of
+# the same rows into a table with the same unique indexes (the floor). Each run
+# creates its databases and drops them. Usage: bench/pg_import.sh [ROWS]
+# Server: CONSENTRY_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rows="${1:-1000000}"
+server="${CONSENTRY_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+base="${server%/*}"
+out="bench/out"
+mkdir -p "$out"
+cargo build --release --quiet --bin consentry
+bin="${CARGO_TARGET_DIR:-target}/release/consentry"
+csv="$out/contacts-$rows.csv"
+[ -f "$csv" ] || python3 bench/gen_contacts.py "$rows" "$csv"
+floor_db="consentry_bench_floor_$$"
+db="consentry_bench_$$"
+cleanup() {
+    psql "$server" -qc "DROP DATABASE IF EXISTS $floor_db WITH (FORCE)" >/dev/null 2>&1 || true
+    psql "$server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+psql "$server" -qc "CREATE DATABASE $floor_db" -c "CREATE DATABASE $db"
+rm -rf "$out/pg-data" "$out/pg-export.csv" "$out/pg-owner.key"
+
+report() { # label, seconds, rss-kib
+    python3 - "$1" "$2" "$rows" "$3" <<'PY'
+import sys
+label, secs, rows, rss = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rss = f"peak RSS {int(rss)/1024:6.1f} MiB" if rss else ""
+print(f"{label:<46} {rows:>9} rows {secs:8.2f} s {rows/secs:>10.0f} rows/s  {rss}")
+PY
+}
+measure() { # label, command...
+    local label="$1"; shift
+    local start end
+    start=$(date +%s.%N)
+    /usr/bin/time -f "%M" -o "$out/rss" "$@" >/dev/null 2>"$out/stderr" || { cat "$out/stderr"; exit 1; }
+    end=$(date +%s.%N)
+    report "$label" "$(python3 -c "print($end - $start)")" "$(cat "$out/rss")"
+}
+
+echo "machine: $(nproc) cores, $(uname -m); rows: $rows; $(psql "$server" -Atc 'SELECT version()' | cut -d, -f1)"
+psql "$base/$floor_db" -q <<'SQL'
+CREATE TABLE contacts (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email TEXT, phone TEXT, first_name TEXT,
+    last_name TEXT, country TEXT, language TEXT, loyalty_tier TEXT, customer_number TEXT);
+CREATE UNIQUE INDEX contacts_email ON contacts(email);
+CREATE UNIQUE INDEX contacts_phone ON contacts(phone);
+SQL
+start=$(date +%s.%N)
+psql "$base/$floor_db" -qc "\\copy contacts (email, phone, first_name, last_name, country, language, loyalty_tier, customer_number) FROM '$csv' WITH (FORMAT csv, HEADER)"
+end=$(date +%s.%N)
+report "floor: PostgreSQL COPY, 2 unique indexes" "$(python3 -c "print($end - $start)")" ""
+
+export CONSENTRY_DATABASE_URL="$base/$db"
+$bin --data-dir "$out/pg-data" init --owner-key-file "$out/pg-owner.key" >/dev/null 2>&1
+imp=(import "$csv" --list bench --source "benchmark signup form" --create-attributes --segmentable country,language,loyalty_tier)
+measure "consentry import on PostgreSQL (empty)" $bin --data-dir "$out/pg-data" "${imp[@]}"
+measure "consentry re-import on PostgreSQL (all exist)" $bin --data-dir "$out/pg-data" "${imp[@]}"
+measure "consentry export to CSV from PostgreSQL" $bin --data-dir "$out/pg-data" export --list bench --purpose benchmark --out "$out/pg-export.csv"
+$bin --data-dir "$out/pg-data" audit verify
