@@ -61,7 +61,6 @@ CREATE TABLE contacts (
 -- Blind indexes are keyed per workspace, so the unique indexes need no workspace column.
 CREATE UNIQUE INDEX contacts_email ON contacts(email_bidx) WHERE email_bidx IS NOT NULL;
 CREATE UNIQUE INDEX contacts_phone ON contacts(phone_bidx) WHERE phone_bidx IS NOT NULL;
-CREATE INDEX contacts_workspace ON contacts(workspace_id, id);
 
 CREATE TABLE lists (
     id TEXT PRIMARY KEY,

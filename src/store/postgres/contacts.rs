@@ -100,11 +100,13 @@ pub async fn page<C: GenericClient>(
     let after = after.map(|u| u.as_bytes().to_vec()).unwrap_or_default();
     let scope_sql = scope_clause(scope, "c.id");
     let limit = i64::from(limit);
+    // The cursor bounds both sides of the join, so that a merge join starts at the
+    // cursor instead of at the first contact.
     let rows = match list_id {
         Some(list) => {
             let sql = format!(
                 "SELECT {CONTACT_COLUMNS} FROM list_members m JOIN contacts c ON c.id = m.contact_id
-                 WHERE m.list_id = $2 AND c.workspace_id = $1 AND m.contact_id > $3 AND c.deleted_at IS NULL{scope_sql}
+                 WHERE m.list_id = $2 AND c.workspace_id = $1 AND m.contact_id > $3 AND c.id > $3 AND c.deleted_at IS NULL{scope_sql}
                  ORDER BY m.contact_id LIMIT $4"
             );
             c.query(&sql, &[&ws, &list, &after, &limit]).await?

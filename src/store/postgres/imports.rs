@@ -80,13 +80,14 @@ pub async fn begin<C: GenericClient>(c: &C, job: ImportJob, draft: &AuditDraft) 
     Ok(job)
 }
 
+/// Applies one batch; returns its counts and the job's rows done before and after.
 pub async fn apply_batch<C: GenericClient>(
     c: &C,
     ws: &str,
     id: &str,
     lookup: BatchLookup,
     planner: ImportPlanner,
-) -> StoreResult<ImportCounts> {
+) -> StoreResult<(ImportCounts, u64, u64)> {
     let job = c
         .query_opt(
             &format!("SELECT {JOB_COLUMNS} FROM imports WHERE workspace_id = $1 AND id = $2 FOR UPDATE"),
@@ -148,7 +149,7 @@ pub async fn apply_batch<C: GenericClient>(
     )
     .await
     .map_err(map_err)?;
-    Ok(k)
+    Ok((k, job.rows_done, job.rows_done + writes.rows))
 }
 
 /// What exists for a batch's identifiers: a handful of set-based queries.
@@ -172,21 +173,32 @@ pub async fn look_up<C: GenericClient>(c: &C, ws: &str, lookup: &BatchLookup) ->
     {
         found.suppressed.push(r.get(0));
     }
-    let emails: Vec<&[u8]> = lookup.email_bidx.iter().map(Vec::as_slice).collect();
-    let phones: Vec<&[u8]> = lookup.phone_bidx.iter().map(Vec::as_slice).collect();
-    let rows = c
-        .query(
-            &format!(
-                "SELECT {} FROM contacts c WHERE c.workspace_id = $1 AND (c.email_bidx = ANY($2) OR c.phone_bidx = ANY($3))",
-                contacts::CONTACT_COLUMNS
-            ),
-            &[&ws, &emails, &phones],
-        )
-        .await?;
+    // One query per identifier kind, each answered by its unique index alone (an
+    // OR of both, or a workspace condition, lets the planner pick a plan that reads
+    // the whole workspace when statistics are stale, as during a first import).
+    let mut rows = Vec::new();
+    for (column, values) in [("email_bidx", &lookup.email_bidx), ("phone_bidx", &lookup.phone_bidx)] {
+        if values.is_empty() {
+            continue;
+        }
+        let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        rows.extend(
+            c.query(
+                &format!("SELECT {} FROM contacts c WHERE c.{column} = ANY($1)", contacts::CONTACT_COLUMNS),
+                &[&values],
+            )
+            .await?,
+        );
+    }
+    let mut seen = HashSet::new();
+    let rows: Vec<_> = rows
+        .iter()
+        .map(contacts::contact_from_row)
+        .filter(|r| r.workspace_id == ws && seen.insert(r.id))
+        .collect();
     if rows.is_empty() {
         return Ok(found);
     }
-    let rows: Vec<_> = rows.iter().map(contacts::contact_from_row).collect();
     let ids: Vec<&[u8]> = rows.iter().map(|r| r.id.as_bytes().as_slice()).collect();
     let members: HashSet<Vec<u8>> = c
         .query(

@@ -183,6 +183,19 @@ macro_rules! begin {
     };
 }
 
+/// Rows of an import between two refreshes of the planner's statistics.
+const ANALYZE_EVERY_ROWS: u64 = 100_000;
+
+/// Refreshes the planner's statistics of the tables imports grow (best effort).
+async fn refresh_statistics(c: &tokio_postgres::Client) {
+    if let Err(e) = c
+        .batch_execute("ANALYZE contacts, list_members, consent_events, consent_state")
+        .await
+    {
+        tracing::warn!(error = %e, "failed to refresh the planner's statistics");
+    }
+}
+
 /// Serialises, per workspace, the transactions that give contacts identifiers
 /// (import batches, creates, updates): on one server the single SQLite writer
 /// does this; here several servers would otherwise both find an address missing
@@ -655,8 +668,14 @@ impl Store for PostgresStore {
             Some(id) => {
                 let tx = begin!(c);
                 lock_identifiers(&*tx, workspace_id).await?;
-                let counts = imports::apply_batch(&*tx, workspace_id, id, lookup, planner).await?;
+                let (counts, before, after) = imports::apply_batch(&*tx, workspace_id, id, lookup, planner).await?;
                 tx.commit().await.map_err(map_err)?;
+                // A large import changes the tables faster than autovacuum
+                // analyses them, and plans made for a small table read all of a
+                // large one: refresh the statistics every so often.
+                if before / ANALYZE_EVERY_ROWS != after / ANALYZE_EVERY_ROWS {
+                    refresh_statistics(&c).await;
+                }
                 Ok(counts)
             }
             None => {
@@ -689,6 +708,9 @@ impl Store for PostgresStore {
             .map_err(map_err)?
             .ok_or(StoreError::NotFound("import"))?;
         tx.commit().await.map_err(map_err)?;
+        if job.counts.created + job.counts.updated >= 10_000 {
+            refresh_statistics(&c).await;
+        }
         Ok(job)
     }
 
