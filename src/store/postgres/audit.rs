@@ -51,6 +51,76 @@ pub async fn append<C: GenericClient>(c: &C, draft: &AuditDraft) -> StoreResult<
     Ok(event)
 }
 
+/// Appends several events (of one or more workspaces) with one lock, one head
+/// read and one insert per workspace; returns them in the drafts' order.
+pub async fn append_many(c: &deadpool_postgres::Transaction<'_>, drafts: &[&AuditDraft]) -> StoreResult<Vec<AuditEvent>> {
+    let unavailable =
+        |e: tokio_postgres::Error| StoreError::AuditUnavailable(anyhow::Error::new(e).context("failed to append audit events"));
+    let mut out: Vec<Option<AuditEvent>> = vec![None; drafts.len()];
+    let mut workspaces: Vec<&str> = drafts.iter().map(|d| d.workspace_id.as_str()).collect();
+    workspaces.sort_unstable();
+    workspaces.dedup();
+    let lock = c
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 7261))")
+        .await
+        .map_err(unavailable)?;
+    let head_stmt = c
+        .prepare_cached("SELECT seq, hash, at FROM audit_events WHERE workspace_id = $1 ORDER BY seq DESC LIMIT 1")
+        .await
+        .map_err(unavailable)?;
+    let insert = c
+        .prepare_cached(
+            "INSERT INTO audit_events (workspace_id, seq, at, actor, action, target, purpose, ip_hash, outcome, details, prev_hash, hash)
+             SELECT $1, * FROM UNNEST($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                                      $10::text[], $11::text[], $12::text[])",
+        )
+        .await
+        .map_err(unavailable)?;
+    for ws in workspaces {
+        c.execute(&lock, &[&ws]).await.map_err(unavailable)?;
+        let head = c.query_opt(&head_stmt, &[&ws]).await.map_err(unavailable)?;
+        let (mut seq, mut prev, mut last_at) = match head {
+            Some(r) => (r.get::<_, i64>(0), r.get::<_, String>(1), r.get::<_, i64>(2)),
+            None => (0, GENESIS_HASH.to_string(), 0),
+        };
+        let mut events = Vec::new();
+        for (i, d) in drafts.iter().enumerate().filter(|(_, d)| d.workspace_id == ws) {
+            seq += 1;
+            let at = crate::store::now_micros().max(last_at);
+            let event = AuditEvent::chain(d, seq, at, &prev);
+            prev = event.hash.clone();
+            last_at = at;
+            events.push((i, event));
+        }
+        let col = |f: fn(&AuditEvent) -> Option<String>| -> Vec<Option<String>> { events.iter().map(|(_, e)| f(e)).collect() };
+        let seqs: Vec<i64> = events.iter().map(|(_, e)| e.seq).collect();
+        let ats: Vec<i64> = events.iter().map(|(_, e)| e.at).collect();
+        c.execute(
+            &insert,
+            &[
+                &ws,
+                &seqs,
+                &ats,
+                &col(|e| Some(e.actor.clone())),
+                &col(|e| Some(e.action.clone())),
+                &col(|e| e.target.clone()),
+                &col(|e| e.purpose.clone()),
+                &col(|e| e.ip_hash.clone()),
+                &col(|e| Some(e.outcome.clone())),
+                &col(|e| Some(e.details.clone())),
+                &col(|e| Some(e.prev_hash.clone())),
+                &col(|e| Some(e.hash.clone())),
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+        for (i, e) in events {
+            out[i] = Some(e);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
 pub const EVENT_COLUMNS: &str = "workspace_id, seq, at, actor, action, target, purpose, ip_hash, outcome, details, prev_hash, hash";
 
 pub fn event_from_row(r: &Row) -> AuditEvent {

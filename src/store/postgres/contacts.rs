@@ -80,13 +80,15 @@ pub async fn update<C: GenericClient>(c: &C, row: &ContactRow) -> PgResult<u64> 
     .await
 }
 
-/// A live contact by a condition on `$2` (`c.id = $2`, `c.email_bidx = $2`, ...).
-pub async fn find<C: GenericClient>(c: &C, ws: &str, cond: &str, param: &[u8], scope: &ListScope) -> PgResult<Option<ContactRow>> {
+/// A live contact by a condition on `$2`; the statement is prepared once per
+/// connection (lookups are the hot path).
+pub async fn find(c: &deadpool_postgres::Client, ws: &str, cond: &str, param: &[u8], scope: &ListScope) -> PgResult<Option<ContactRow>> {
     let sql = format!(
         "SELECT {CONTACT_COLUMNS} FROM contacts c WHERE c.workspace_id = $1 AND {cond} AND c.deleted_at IS NULL{}",
         scope_clause(scope, "c.id")
     );
-    Ok(c.query_opt(&sql, &[&ws, &param]).await?.as_ref().map(contact_from_row))
+    let stmt = c.prepare_cached(&sql).await?;
+    Ok(c.query_opt(&stmt, &[&ws, &param]).await?.as_ref().map(contact_from_row))
 }
 
 pub async fn page<C: GenericClient>(

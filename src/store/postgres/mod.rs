@@ -26,6 +26,55 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
+    /// Audit events of reads, group-committed by `group_commit_audit`.
+    audit_queue: tokio::sync::mpsc::UnboundedSender<QueuedAudit>,
+}
+
+type QueuedAudit = (AuditDraft, tokio::sync::oneshot::Sender<StoreResult<AuditEvent>>);
+
+/// Most audit events committed together.
+const MAX_AUDIT_GROUP: usize = 512;
+
+/// Commits the audit events of reads in groups: every event waiting when a commit
+/// starts shares its transaction and its fsync, and each caller hears back only
+/// after the commit. A failure fails every event of the group (fail-closed).
+async fn group_commit_audit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedReceiver<QueuedAudit>) {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_AUDIT_GROUP {
+            match rx.try_recv() {
+                Ok(q) => group.push(q),
+                Err(_) => break,
+            }
+        }
+        let outcome: Result<Vec<AuditEvent>, String> = async {
+            let mut c = pool
+                .get()
+                .await
+                .map_err(|e| format!("failed to get a PostgreSQL connection: {e}"))?;
+            let tx = c.transaction().await.map_err(|e| e.to_string())?;
+            let drafts: Vec<&AuditDraft> = group.iter().map(|(d, _)| d).collect();
+            let events = audit::append_many(&tx, &drafts).await.map_err(|e| format!("{e:#}"))?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            Ok(events)
+        }
+        .await;
+        match outcome {
+            Ok(events) => {
+                for ((_, reply), event) in group.into_iter().zip(events) {
+                    let _ = reply.send(Ok(event));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit group commit failed");
+                for (_, reply) in group {
+                    let _ = reply.send(Err(StoreError::AuditUnavailable(anyhow::anyhow!(
+                        "failed to append an audit event: {e}"
+                    ))));
+                }
+            }
+        }
+    }
 }
 
 impl PostgresStore {
@@ -53,7 +102,9 @@ impl PostgresStore {
             .max_size(pool_size.max(1))
             .build()
             .context("failed to build the PostgreSQL connection pool")?;
-        let store = PostgresStore { pool };
+        let (audit_queue, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(group_commit_audit(pool.clone(), rx));
+        let store = PostgresStore { pool, audit_queue };
         store.migrate().await?;
         Ok(store)
     }
@@ -319,13 +370,11 @@ impl Store for PostgresStore {
 
     async fn find_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
         let c = self.client().await?;
-        Ok(
-            c.query_opt(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"), &[&id])
-                .await
-                .map_err(map_err)?
-                .as_ref()
-                .map(api_key_from_row),
-        )
+        let stmt = c
+            .prepare_cached(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = $1"))
+            .await
+            .map_err(map_err)?;
+        Ok(c.query_opt(&stmt, &[&id]).await.map_err(map_err)?.as_ref().map(api_key_from_row))
     }
 
     async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyRecord>> {
@@ -426,7 +475,7 @@ impl Store for PostgresStore {
 
     async fn find_contact(&self, workspace_id: &str, id: Uuid, scope: &ListScope) -> StoreResult<Option<ContactRow>> {
         let c = self.client().await?;
-        contacts::find(&**c, workspace_id, "c.id = $2", id.as_bytes(), scope)
+        contacts::find(&c, workspace_id, "c.id = $2", id.as_bytes(), scope)
             .await
             .map_err(map_err)
     }
@@ -443,7 +492,7 @@ impl Store for PostgresStore {
             IdentifierKind::Phone => "c.phone_bidx = $2",
         };
         let c = self.client().await?;
-        contacts::find(&**c, workspace_id, cond, bidx, scope).await.map_err(map_err)
+        contacts::find(&c, workspace_id, cond, bidx, scope).await.map_err(map_err)
     }
 
     async fn update_contact(&self, row: ContactRow, audit_draft: AuditDraft) -> StoreResult<()> {
@@ -780,13 +829,13 @@ impl Store for PostgresStore {
     }
 
     async fn record_audit(&self, audit_draft: AuditDraft) -> StoreResult<AuditEvent> {
-        let mut c = self.client().await?;
-        let tx = begin!(c);
-        let event = audit::append(&*tx, &audit_draft).await?;
-        tx.commit()
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.audit_queue
+            .send((audit_draft, reply))
+            .map_err(|_| StoreError::AuditUnavailable(anyhow::anyhow!("the audit writer has stopped")))?;
+        answer
             .await
-            .map_err(|e| StoreError::AuditUnavailable(anyhow::Error::new(e).context("failed to commit an audit event")))?;
-        Ok(event)
+            .map_err(|_| StoreError::AuditUnavailable(anyhow::anyhow!("the audit writer stopped before answering")))?
     }
 
     async fn list_audit(&self, workspace_id: &str, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
