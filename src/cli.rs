@@ -272,18 +272,23 @@ pub async fn bootstrap(data_dir: &Path, database_url: Option<&str>) -> anyhow::R
     }
     let master = load_or_create_master_key(data_dir)?;
     let settings = crate::config::Settings::load(data_dir, None)?;
-    let store: Arc<dyn crate::store::Store> = match database_url {
+    // On PostgreSQL, servers starting together on an empty database set it up once.
+    let (store, _setup_lock): (Arc<dyn crate::store::Store>, _) = match database_url {
         Some(url) => {
             let pg = crate::store::postgres::PostgresStore::connect(url).await?;
             for warning in pg.durability_warnings().await? {
                 tracing::warn!("{warning}");
             }
-            Arc::new(pg)
+            let lock = pg.bootstrap_lock().await?;
+            (Arc::new(pg), Some(lock))
         }
-        None => Arc::new(SqliteStore::open_with(
-            &data_dir.join("consentry.db"),
-            settings.import_commit_window,
-        )?),
+        None => (
+            Arc::new(SqliteStore::open_with(
+                &data_dir.join("consentry.db"),
+                settings.import_commit_window,
+            )?),
+            None,
+        ),
     };
     let vault = Arc::new(Vault::new(store, master, Arc::new(SystemClock)));
     if let Some(ws) = vault.default_workspace().await? {

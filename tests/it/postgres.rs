@@ -115,6 +115,34 @@ async fn servers_starting_together_apply_the_migrations_once() {
     assert_eq!(applied, 1);
 }
 
+#[tokio::test]
+async fn servers_set_up_an_empty_database_once_when_they_start_together() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let master = master_hex();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            consentry(d.path(), &db, &master)
+                .args(["init", "--owner-key-file", d.path().join("owner.key").to_str().unwrap()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let keys = dirs.iter().filter(|d| d.path().join("owner.key").exists()).count();
+    assert_eq!(keys, 1, "exactly one start created the owner key");
+    let pg = admin(&db).await;
+    let workspaces: i64 = pg.query_one("SELECT COUNT(*) FROM workspaces", &[]).await.unwrap().get(0);
+    let api_keys: i64 = pg.query_one("SELECT COUNT(*) FROM api_keys", &[]).await.unwrap().get(0);
+    assert_eq!((workspaces, api_keys), (1, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_share_contacts_keys_and_one_audit_chain() {
     let Some(db) = TestDatabase::create().await else { return };

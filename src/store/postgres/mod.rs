@@ -20,6 +20,24 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/postg
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
 const MIGRATION_LOCK: i64 = 0x636f_6e73_656e_7472;
+/// Advisory lock key of first-start set-up.
+const BOOTSTRAP_LOCK: i64 = 0x636f_6e73_656e_7473;
+
+/// See `PostgresStore::bootstrap_lock`.
+pub struct BootstrapLock {
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl Drop for BootstrapLock {
+    fn drop(&mut self) {
+        // The lock belongs to the session: closing the connection (instead of
+        // returning it to the pool) releases it.
+        if let Some(client) = self.client.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
 /// Default pool size per server process.
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
@@ -135,6 +153,15 @@ impl PostgresStore {
         }
         tx.commit().await.context("failed to commit the migrations")?;
         Ok(version)
+    }
+
+    /// Holds a database-wide lock for first-start set-up (creating the first
+    /// workspace and owner key), so that servers starting together on an empty
+    /// database set it up once. Released when the guard is dropped.
+    pub async fn bootstrap_lock(&self) -> anyhow::Result<BootstrapLock> {
+        let client = self.pool.get().await.context("failed to connect to PostgreSQL")?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&BOOTSTRAP_LOCK]).await?;
+        Ok(BootstrapLock { client: Some(client) })
     }
 
     /// Server settings that weaken durability (fsync, synchronous_commit,
