@@ -358,12 +358,19 @@ async fn migrate_store(cli: &Cli, from: &str, to: &str) -> anyhow::Result<i32> {
         println!("{table}: {rows} rows");
     }
     let vault = Vault::new(Arc::new(target), master, Arc::new(SystemClock));
-    let mut failed = false;
     for ws in vault.store.list_workspaces().await? {
         vault
             .keys(&ws.id)
             .await
             .context("the master key does not open the copied workspace keys")?;
+    }
+    verify_all_audit(&vault).await
+}
+
+/// Verifies every workspace's audit chain, one line each; exit code 2 on a break.
+async fn verify_all_audit(vault: &Vault) -> anyhow::Result<i32> {
+    let mut failed = false;
+    for ws in vault.store.list_workspaces().await? {
         let report = vault.verify_audit(&ws.id).await?;
         match report.problem {
             None => println!(
@@ -724,23 +731,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(cmd) => {
             let ctx = open(&cli).await?;
             match cmd {
-                AuditCmd::Verify => {
-                    let mut failed = false;
-                    for ws in ctx.vault.store.list_workspaces().await? {
-                        let report = ctx.vault.verify_audit(&ws.id).await?;
-                        match report.problem {
-                            None => println!(
-                                "ok: workspace {}: {} events, {} checkpoints",
-                                ws.id, report.events, report.checkpoints
-                            ),
-                            Some(p) => {
-                                failed = true;
-                                println!("FAILED: workspace {}: first bad sequence {}: {}", ws.id, p.seq, p.reason);
-                            }
-                        }
-                    }
-                    Ok(if failed { 2 } else { 0 })
-                }
+                AuditCmd::Verify => verify_all_audit(&ctx.vault).await,
                 AuditCmd::Tail { lines } => {
                     let head = ctx.vault.store.audit_head(&ctx.workspace_id).await?.map(|e| e.seq).unwrap_or(0);
                     let p = Principal::operator(&ctx.workspace_id);

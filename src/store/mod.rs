@@ -33,6 +33,22 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The SQL condition (both dialects) that limits contacts to members of the
+/// scope's lists; empty for `ListScope::All`. List ids are quoted as literals.
+pub(crate) fn scope_clause(scope: &ListScope, contact_col: &str) -> String {
+    match scope {
+        ListScope::All => String::new(),
+        ListScope::Lists(ids) if ids.is_empty() => " AND FALSE".into(),
+        ListScope::Lists(ids) => {
+            let quoted: Vec<String> = ids.iter().map(|i| format!("'{}'", i.replace('\'', "''"))).collect();
+            format!(
+                " AND EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = {contact_col} AND m.list_id IN ({}))",
+                quoted.join(",")
+            )
+        }
+    }
+}
+
 /// Wall-clock time in microseconds since the Unix epoch, as stored.
 pub fn now_micros() -> i64 {
     let d = std::time::SystemTime::now()

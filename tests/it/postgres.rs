@@ -85,24 +85,33 @@ fn csv(from: usize, to: usize) -> String {
     s
 }
 
-#[tokio::test]
-async fn servers_starting_together_apply_the_migrations_once() {
-    let Some(db) = TestDatabase::create().await else { return };
-    let master = master_hex();
-    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+/// Starts `consentry ARGS` in every data directory at once; their outputs.
+fn run_together(
+    dirs: &[tempfile::TempDir],
+    db: &TestDatabase,
+    master: &str,
+    args: impl Fn(&Path) -> Vec<String>,
+) -> Vec<std::process::Output> {
     let children: Vec<_> = dirs
         .iter()
         .map(|d| {
-            consentry(d.path(), &db, &master)
-                .arg("migrate")
+            consentry(d.path(), db, master)
+                .args(args(d.path()))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    children.into_iter().map(|c| c.wait_with_output().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn servers_starting_together_apply_the_migrations_once() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let master = master_hex();
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    for out in run_together(&dirs, &db, &master, |_| vec!["migrate".into()]) {
         assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postgres schema version 1");
     }
@@ -120,19 +129,8 @@ async fn servers_set_up_an_empty_database_once_when_they_start_together() {
     let Some(db) = TestDatabase::create().await else { return };
     let master = master_hex();
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let children: Vec<_> = dirs
-        .iter()
-        .map(|d| {
-            consentry(d.path(), &db, &master)
-                .args(["init", "--owner-key-file", d.path().join("owner.key").to_str().unwrap()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
+    let init = |d: &Path| vec!["init".into(), "--owner-key-file".into(), d.join("owner.key").display().to_string()];
+    for out in run_together(&dirs, &db, &master, init) {
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let keys = dirs.iter().filter(|d| d.path().join("owner.key").exists()).count();

@@ -1,8 +1,7 @@
 //! Contact, membership and consent rows of the PostgreSQL backend. Batches go in
 //! as one statement per table (`UNNEST` over column arrays), not one per row.
 
-use super::scope_clause;
-use crate::store::{ConsentEventRow, ContactRow, ListScope};
+use crate::store::{scope_clause, ConsentEventRow, ContactRow, ListScope};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 

@@ -204,22 +204,6 @@ pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
     StoreError::Backend(anyhow::Error::new(e))
 }
 
-fn scope_clause(scope: &ListScope, contact_col: &str) -> String {
-    match scope {
-        ListScope::All => String::new(),
-        ListScope::Lists(ids) => {
-            let quoted: Vec<String> = ids.iter().map(|i| format!("'{}'", i.replace('\'', "''"))).collect();
-            if quoted.is_empty() {
-                return " AND FALSE".into();
-            }
-            format!(
-                " AND EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = {contact_col} AND m.list_id IN ({}))",
-                quoted.join(",")
-            )
-        }
-    }
-}
-
 fn list_from_row(r: &tokio_postgres::Row) -> ListRecord {
     ListRecord {
         id: r.get(0),

@@ -1,7 +1,6 @@
 //! Contact, membership and consent rows of the SQLite backend.
 
-use super::scope_clause;
-use crate::store::{ConsentEventRow, ContactRow, ListScope};
+use crate::store::{scope_clause, ConsentEventRow, ContactRow, ListScope};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 

@@ -180,19 +180,6 @@ fn require_list(c: &Connection, ws: &str, list_id: &str) -> StoreResult<()> {
         .ok_or(StoreError::NotFound("list"))
 }
 
-fn scope_clause(scope: &ListScope, contact_col: &str) -> String {
-    match scope {
-        ListScope::All => String::new(),
-        ListScope::Lists(ids) => {
-            let quoted: Vec<String> = ids.iter().map(|i| format!("'{}'", i.replace('\'', "''"))).collect();
-            format!(
-                " AND EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = {contact_col} AND m.list_id IN ({}))",
-                quoted.join(",")
-            )
-        }
-    }
-}
-
 fn list_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ListRecord> {
     Ok(ListRecord {
         id: r.get(0)?,
