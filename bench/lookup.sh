@@ -10,7 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${1:-100000}"
 secs="${2:-20}"
-command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
 out="bench/out"
 mkdir -p "$out"
 cargo build --release --quiet --bin consentry
@@ -28,35 +27,5 @@ if [ -n "${CONSENTRY_BENCH_POSTGRES_URL:-}" ]; then
 fi
 $bin --data-dir "$out/lookup-data" init --owner-key-file "$out/lookup-owner.key" >/dev/null 2>&1
 $bin --data-dir "$out/lookup-data" import "$csv" --list bench --source "benchmark" --create-attributes --segmentable country,language,loyalty_tier >/dev/null 2>&1
-port=18452
-$bin --data-dir "$out/lookup-data" serve --listen "127.0.0.1:$port" >"$out/lookup-server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; pg_cleanup' EXIT
-for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.2; done
-python3 - "$csv" > "$out/emails.txt" <<'PY'
-import csv, sys, random
-rows = [r["email"] for r in csv.DictReader(open(sys.argv[1], encoding="utf-8"))]
-random.Random(1).shuffle(rows)
-print("\n".join(rows[:20000]))
-PY
-cat > "$out/lookup.lua" <<LUA
-local emails = {}
-for line in io.lines("$out/emails.txt") do emails[#emails + 1] = line end
-local i = 0
-request = function()
-  i = i + 1
-  local body = '{"email":"' .. emails[(i % #emails) + 1] .. '"}'
-  return wrk.format("POST", "/api/v1/contacts/lookup", {
-    ["Authorization"] = "Bearer $(cat "$out/lookup-owner.key")",
-    ["Content-Type"] = "application/json",
-    ["X-Consentry-Purpose"] = "benchmark",
-  }, body)
-end
-LUA
-echo "baseline: GET /healthz, 16 connections, ${secs}s"
-wrk -t2 -c16 -d"${secs}s" --latency "http://127.0.0.1:$port/healthz" | grep -E "Requests/sec|99%|50%|Non-2xx"
-echo "audited unmasked lookups by email, 16 connections, ${secs}s, $rows contacts"
-wrk -t2 -c16 -d"${secs}s" --latency -s "$out/lookup.lua" "http://127.0.0.1:$port" | grep -E "Requests/sec|99%|50%|Non-2xx"
-[ -n "${CONSENTRY_BENCH_LOW_LOAD:-}" ] && { echo "one connection:"; wrk -t1 -c1 -d5s --latency -s "$out/lookup.lua" "http://127.0.0.1:$port" | grep -E "Requests/sec|99%|50%"; }
-kill $server; wait $server 2>/dev/null || true
-$bin --data-dir "$out/lookup-data" audit verify
+trap pg_cleanup EXIT
+bash bench/lookup_load.sh "$out/lookup-data" "$csv" "$out/lookup-owner.key" "$secs"

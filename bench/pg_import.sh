@@ -3,6 +3,8 @@
 # with `consentry` on PostgreSQL (release build), beside PostgreSQL's own COPY of
 # the same rows into a table with the same unique indexes (the floor). Each run
 # creates its databases and drops them. Usage: bench/pg_import.sh [ROWS]
+# CONSENTRY_BENCH_LOOKUP_SECS=N: afterwards, audited lookups on the same database
+# for N seconds (bench/lookup_load.sh). CONSENTRY_BENCH_SKIP_REIMPORT=1: no re-import.
 # Server: CONSENTRY_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +60,11 @@ export CONSENTRY_DATABASE_URL="$base/$db"
 $bin --data-dir "$out/pg-data" init --owner-key-file "$out/pg-owner.key" >/dev/null 2>&1
 imp=(import "$csv" --list bench --source "benchmark signup form" --create-attributes --segmentable country,language,loyalty_tier)
 measure "consentry import on PostgreSQL (empty)" $bin --data-dir "$out/pg-data" "${imp[@]}"
-measure "consentry re-import on PostgreSQL (all exist)" $bin --data-dir "$out/pg-data" "${imp[@]}"
+[ -n "${CONSENTRY_BENCH_SKIP_REIMPORT:-}" ] ||
+    measure "consentry re-import on PostgreSQL (all exist)" $bin --data-dir "$out/pg-data" "${imp[@]}"
 measure "consentry export to CSV from PostgreSQL" $bin --data-dir "$out/pg-data" export --list bench --purpose benchmark --out "$out/pg-export.csv"
 $bin --data-dir "$out/pg-data" audit verify
+echo "database: $(psql "$base/$db" -Atc "SELECT pg_size_pretty(pg_database_size(current_database()))"), $(psql "$base/$db" -Atc "SELECT count(*) FROM contacts") contacts"
+if [ -n "${CONSENTRY_BENCH_LOOKUP_SECS:-}" ]; then
+    bash bench/lookup_load.sh "$out/pg-data" "$csv" "$out/pg-owner.key" "$CONSENTRY_BENCH_LOOKUP_SECS"
+fi

@@ -461,17 +461,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Migrate => {
-            let (backend, version) = match cli.database_url.as_deref() {
-                Some(url) => (
-                    "postgres",
-                    crate::store::postgres::PostgresStore::connect(url).await?.migrate().await?,
-                ),
+            match cli.database_url.as_deref() {
+                Some(url) => {
+                    let pg = crate::store::postgres::PostgresStore::connect(url).await?;
+                    let version = pg.migrate().await?;
+                    println!("postgres schema version {version}; connection {}", pg.transport().await?);
+                }
                 None => {
                     create_private_dir(&cli.data_dir)?;
-                    ("sqlite", SqliteStore::open(&cli.data_dir.join("consentry.db"))?.schema_version()?)
+                    let version = SqliteStore::open(&cli.data_dir.join("consentry.db"))?.schema_version()?;
+                    println!("sqlite schema version {version}");
                 }
-            };
-            println!("{backend} schema version {version}");
+            }
             Ok(0)
         }
         Command::MigrateStore { from, to } => migrate_store(&cli, from, to).await,

@@ -113,7 +113,8 @@ async fn servers_starting_together_apply_the_migrations_once() {
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     for out in run_together(&dirs, &db, &master, |_| vec!["migrate".into()]) {
         assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postgres schema version 1");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("postgres schema version 1; connection "), "{stdout}");
     }
     let client = admin(&db).await;
     let applied: i64 = client
@@ -122,6 +123,90 @@ async fn servers_starting_together_apply_the_migrations_once() {
         .unwrap()
         .get(0);
     assert_eq!(applied, 1);
+}
+
+/// `consentry migrate` against `url`: its exit status, output and errors.
+fn migrate_with(dir: &Path, url: &str, master: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_consentry"))
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--database-url")
+        .arg(url)
+        .arg("migrate")
+        .env("CONSENTRY_MASTER_KEY", master)
+        .env_remove("CONSENTRY_DATA_DIR")
+        .env_remove("CONSENTRY_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// The server's own certificate (Debian's `ssl-cert` package: CN and SAN
+/// localhost), used as the trusted root.
+const SERVER_CERT: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+#[tokio::test]
+async fn tls_to_postgres_follows_sslmode() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let ssl_on: String = admin(&db).await.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if ssl_on != "on" || !Path::new(SERVER_CERT).exists() {
+        assert!(
+            std::env::var("CONSENTRY_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "the test PostgreSQL server must have ssl = on with {SERVER_CERT} (Debian's default)"
+        );
+        eprintln!("skipped: the test PostgreSQL server has no TLS (ssl = {ssl_on})");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let master = master_hex();
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let url = |opts: &str| format!("{}{sep}{opts}", db.url);
+    let by_name = |opts: &str| url(opts).replacen("127.0.0.1", "localhost", 1);
+    assert!(db.url.contains("127.0.0.1"), "the test URL names the server by address: {}", db.url);
+
+    let (ok, out) = migrate_with(dir.path(), &db.url, &master);
+    assert!(ok && out.contains("connection unencrypted"), "{out}");
+    let (ok, out) = migrate_with(dir.path(), &url("sslmode=require"), &master);
+    assert!(
+        ok && out.contains("connection TLSv1.") && out.contains("certificate not checked"),
+        "{out}"
+    );
+    // verify-full: the certificate must lead to the given root and name the host.
+    let (ok, out) = migrate_with(
+        dir.path(),
+        &by_name(&format!("sslmode=verify-full&sslrootcert={SERVER_CERT}")),
+        &master,
+    );
+    assert!(
+        ok && out.contains("connection TLSv1.") && out.contains("host name checked"),
+        "{out}"
+    );
+    let (ok, out) = migrate_with(dir.path(), &url(&format!("sslmode=verify-full&sslrootcert={SERVER_CERT}")), &master);
+    assert!(
+        !ok && out.contains("certificate"),
+        "an address the certificate does not name is refused: {out}"
+    );
+    // verify-ca checks the chain only.
+    let (ok, out) = migrate_with(dir.path(), &url(&format!("sslmode=verify-ca&sslrootcert={SERVER_CERT}")), &master);
+    assert!(ok && out.contains("certificate chain checked"), "{out}");
+    // A root that did not sign the server's certificate: refused, in both modes.
+    let other = dir.path().join("other-root.pem");
+    let ca_bundle = std::fs::read_to_string("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    let first_ca = ca_bundle.split_inclusive("-----END CERTIFICATE-----\n").next().unwrap_or_default();
+    if !first_ca.is_empty() {
+        std::fs::write(&other, first_ca).unwrap();
+        for mode in ["verify-ca", "verify-full"] {
+            let (ok, out) = migrate_with(
+                dir.path(),
+                &by_name(&format!("sslmode={mode}&sslrootcert={}", other.display())),
+                &master,
+            );
+            assert!(!ok && out.contains("certificate"), "{mode} with a foreign root: {out}");
+        }
+    }
+    let (ok, out) = migrate_with(dir.path(), &url("sslmode=verify-full&sslrootcert=/nonexistent/root.pem"), &master);
+    assert!(!ok && out.contains("/nonexistent/root.pem"), "{out}");
 }
 
 #[tokio::test]

@@ -1,16 +1,23 @@
 //! Import jobs of the PostgreSQL backend: start-or-resume, and one batch per
 //! transaction with the job's progress. The job row is locked (`FOR UPDATE`) for
 //! the batch, so two servers never apply batches of one job at the same time; the
-//! batch's identifiers are looked up with a few set-based queries and its writes
-//! go in as one statement per table.
+//! batch's identifiers are looked up with a few set-based queries, and its rows
+//! reach PostgreSQL by binary COPY into temporary staging tables, from which one
+//! set-based upsert writes the contacts and list memberships and one more the
+//! consent ledger.
 
 use super::{audit, contacts, map_err};
 use crate::audit::AuditDraft;
 use crate::store::{
-    BatchFound, BatchLookup, ExistingContact, ImportCounts, ImportJob, ImportPlanner, ImportStatus, StoreError, StoreResult,
+    BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ExistingContact, ImportCounts, ImportJob, ImportPlanner, ImportStatus,
+    StoreError, StoreResult,
 };
+use futures_util::pin_mut;
 use std::collections::{HashMap, HashSet};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+use tokio_postgres::{GenericClient, Row, Transaction};
+use uuid::Uuid;
 
 const JOB_COLUMNS: &str = "id, workspace_id, file_hash, options_hash, uploader, list_id, source, status, rows_done, read_count, created_count, updated_count, unchanged_count, suppressed_count, rejected_count, error, created_at, finished_at";
 
@@ -80,9 +87,66 @@ pub async fn begin<C: GenericClient>(c: &C, job: ImportJob, draft: &AuditDraft) 
     Ok(job)
 }
 
+/// The staging tables of import batches: temporary (never in the WAL, private to
+/// the connection) and emptied at every commit.
+const STAGING: &str = "SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS import_contacts (
+    id BYTEA NOT NULL, workspace_id TEXT, email_bidx BYTEA, phone_bidx BYTEA, contact_key BYTEA, email_ct BYTEA,
+    phone_ct BYTEA, first_name_ct BYTEA, last_name_ct BYTEA, attributes_ct BYTEA, segment_attributes TEXT,
+    created_at BIGINT, updated_at BIGINT, write BOOLEAN NOT NULL, member BOOLEAN NOT NULL
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS import_consents (
+    n BIGINT NOT NULL, id BYTEA NOT NULL, workspace_id TEXT NOT NULL, contact_id BYTEA NOT NULL, channel TEXT NOT NULL,
+    purpose TEXT NOT NULL, action TEXT NOT NULL, method TEXT NOT NULL, source TEXT NOT NULL, evidence TEXT NOT NULL,
+    private_evidence_ct BYTEA, actor TEXT NOT NULL, occurred_at BIGINT NOT NULL, recorded_at BIGINT NOT NULL
+) ON COMMIT DELETE ROWS;
+SET LOCAL client_min_messages = notice";
+
+/// The batch's contact writes and list memberships, from the staging table in one
+/// statement: new contacts are inserted, changed ones updated (never a deleted
+/// one, never one of another workspace; the contact key and creation time stay).
+const UPSERT: &str = "WITH written AS (
+    INSERT INTO contacts (id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct,
+                          last_name_ct, attributes_ct, segment_attributes, created_at, updated_at)
+    SELECT id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct, last_name_ct,
+           attributes_ct, segment_attributes, created_at, updated_at
+    FROM import_contacts WHERE write
+    ON CONFLICT (id) DO UPDATE SET email_bidx = excluded.email_bidx, phone_bidx = excluded.phone_bidx,
+        email_ct = excluded.email_ct, phone_ct = excluded.phone_ct, first_name_ct = excluded.first_name_ct,
+        last_name_ct = excluded.last_name_ct, attributes_ct = excluded.attributes_ct,
+        segment_attributes = excluded.segment_attributes, updated_at = excluded.updated_at
+    WHERE contacts.workspace_id = excluded.workspace_id AND contacts.deleted_at IS NULL
+    RETURNING 1
+), members AS (
+    INSERT INTO list_members (list_id, contact_id, added_at)
+    SELECT $1, id, $2 FROM import_contacts WHERE member
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM members)";
+
+/// The batch's consent events, in order, from the staging table, and the current
+/// state of each contact, channel and purpose moved to the newest of them.
+const CONSENTS: &str = "WITH ins AS (
+    INSERT INTO consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
+                                private_evidence_ct, actor, occurred_at, recorded_at, audit_seq)
+    SELECT id, workspace_id, contact_id, channel, purpose, action, method, source, evidence, private_evidence_ct, actor,
+           occurred_at, recorded_at, $1
+    FROM import_consents ORDER BY n
+    RETURNING seq, contact_id, channel, purpose, action
+)
+INSERT INTO consent_state (contact_id, channel, purpose, action, event_seq)
+SELECT DISTINCT ON (contact_id, channel, purpose) contact_id, channel, purpose, action, seq FROM ins
+ORDER BY contact_id, channel, purpose, seq DESC
+ON CONFLICT (contact_id, channel, purpose) DO UPDATE SET action = excluded.action, event_seq = excluded.event_seq";
+
 /// Applies one batch; returns its counts and the job's rows done before and after.
-pub async fn apply_batch<C: GenericClient>(
-    c: &C,
+/// The batch's rows reach PostgreSQL by binary COPY into staging tables and go
+/// into place with one set-based upsert, all in the caller's transaction: the
+/// batch and the job's progress commit together or not at all, which is what
+/// makes a rerun after a crash resume exactly where the last commit ended.
+pub async fn apply_batch(
+    c: &Transaction<'_>,
     ws: &str,
     id: &str,
     lookup: BatchLookup,
@@ -102,21 +166,17 @@ pub async fn apply_batch<C: GenericClient>(
         return Err(StoreError::Backend(anyhow::anyhow!("import {id} is not running")));
     }
     let found = look_up(c, ws, &lookup).await.map_err(map_err)?;
-    let mut writes = planner(found).map_err(StoreError::Backend)?;
-    contacts::insert_many(c, &writes.inserts).await.map_err(map_err)?;
-    for row in &writes.updates {
-        contacts::update(c, row).await.map_err(map_err)?;
-    }
-    contacts::add_members(c, &lookup.list_id, &writes.memberships, writes.at)
-        .await
-        .map_err(map_err)?;
+    let writes = planner(found).map_err(StoreError::Backend)?;
+    c.batch_execute(STAGING).await.map_err(map_err)?;
+    stage_contacts(c, &writes).await.map_err(map_err)?;
+    stage_consents(c, &writes.consents).await.map_err(map_err)?;
+    c.query_one(UPSERT, &[&lookup.list_id, &writes.at]).await.map_err(map_err)?;
     // The audit append holds the workspace's chain until the commit: as late as
     // the consent events (which name its sequence number) allow.
     let event = audit::append(c, &writes.audit).await?;
-    for e in &mut writes.consents {
-        e.audit_seq = event.seq;
+    if !writes.consents.is_empty() {
+        c.execute(CONSENTS, &[&event.seq]).await.map_err(map_err)?;
     }
-    contacts::insert_consents(c, &writes.consents).await.map_err(map_err)?;
     if !writes.rejections.is_empty() {
         let rows: Vec<i64> = writes.rejections.iter().map(|r| r.row as i64).collect();
         let cols: Vec<&str> = writes.rejections.iter().map(|r| r.column.as_str()).collect();
@@ -150,6 +210,146 @@ pub async fn apply_batch<C: GenericClient>(
     .await
     .map_err(map_err)?;
     Ok((k, job.rows_done, job.rows_done + writes.rows))
+}
+
+/// COPYs the batch's new and changed contacts, and the contacts it adds to the
+/// list, into `import_contacts`.
+async fn stage_contacts(c: &Transaction<'_>, writes: &BatchWrites) -> Result<(), tokio_postgres::Error> {
+    if writes.inserts.is_empty() && writes.updates.is_empty() && writes.memberships.is_empty() {
+        return Ok(());
+    }
+    let sink = c
+        .copy_in(
+            "COPY import_contacts (id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct,
+             last_name_ct, attributes_ct, segment_attributes, created_at, updated_at, write, member) FROM STDIN BINARY",
+        )
+        .await?;
+    let (b, t, i, f) = (Type::BYTEA, Type::TEXT, Type::INT8, Type::BOOL);
+    let types = [
+        b.clone(),
+        t.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b,
+        t,
+        i.clone(),
+        i,
+        f.clone(),
+        f,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    let mut members: HashSet<Uuid> = writes.memberships.iter().copied().collect();
+    for row in writes.inserts.iter().chain(&writes.updates) {
+        let member = members.remove(&row.id);
+        writer
+            .as_mut()
+            .write(&[
+                &row.id.as_bytes().as_slice(),
+                &row.workspace_id,
+                &row.email_bidx,
+                &row.phone_bidx,
+                &row.contact_key,
+                &row.email_ct,
+                &row.phone_ct,
+                &row.first_name_ct,
+                &row.last_name_ct,
+                &row.attributes_ct,
+                &row.segment_attributes,
+                &row.created_at,
+                &row.updated_at,
+                &true,
+                &member,
+            ])
+            .await?;
+    }
+    let none = None::<&[u8]>;
+    let (no_text, no_int) = (None::<&str>, None::<i64>);
+    // Contacts that only join the list, in the order the planner gave.
+    for contact in writes.memberships.iter().filter(|m| members.contains(m)) {
+        writer
+            .as_mut()
+            .write(&[
+                &contact.as_bytes().as_slice(),
+                &no_text,
+                &none,
+                &none,
+                &none,
+                &none,
+                &none,
+                &none,
+                &none,
+                &none,
+                &no_text,
+                &no_int,
+                &no_int,
+                &false,
+                &true,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// COPYs the batch's consent events, numbered in order, into `import_consents`.
+async fn stage_consents(c: &Transaction<'_>, events: &[ConsentEventRow]) -> Result<(), tokio_postgres::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let sink = c
+        .copy_in(
+            "COPY import_consents (n, id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
+             private_evidence_ct, actor, occurred_at, recorded_at) FROM STDIN BINARY",
+        )
+        .await?;
+    let (b, t, i) = (Type::BYTEA, Type::TEXT, Type::INT8);
+    let types = [
+        i.clone(),
+        b.clone(),
+        t.clone(),
+        b.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        t.clone(),
+        b,
+        t,
+        i.clone(),
+        i,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for (n, e) in events.iter().enumerate() {
+        writer
+            .as_mut()
+            .write(&[
+                &(n as i64),
+                &e.id.as_bytes().as_slice(),
+                &e.workspace_id,
+                &e.contact_id.as_bytes().as_slice(),
+                &e.channel,
+                &e.purpose,
+                &e.action,
+                &e.method,
+                &e.source,
+                &e.evidence,
+                &e.private_evidence_ct,
+                &e.actor,
+                &e.occurred_at,
+                &e.recorded_at,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
 }
 
 /// What exists for a batch's identifiers: a handful of set-based queries.

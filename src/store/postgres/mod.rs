@@ -7,14 +7,14 @@
 mod audit;
 mod contacts;
 mod imports;
+pub mod tls;
 pub mod transfer;
 
 use super::*;
 use crate::audit::{AuditDraft, AuditEvent, Checkpoint};
 use anyhow::Context;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/postgres/0001_vault.sql"))];
 /// Advisory lock key under which migrations run, so servers starting together do
@@ -46,6 +46,9 @@ pub struct PostgresStore {
     pool: Pool,
     /// Audit events of reads, group-committed by `group_commit_audit`.
     audit_queue: tokio::sync::mpsc::UnboundedSender<QueuedAudit>,
+    /// Set when the URL's TLS setting leaves a gap (see `tls.rs`).
+    tls_warning: Option<&'static str>,
+    tls_mode: tls::TlsMode,
 }
 
 type QueuedAudit = (AuditDraft, tokio::sync::oneshot::Sender<StoreResult<AuditEvent>>);
@@ -103,26 +106,22 @@ impl PostgresStore {
     }
 
     pub async fn connect_with(url: &str, pool_size: usize) -> anyhow::Result<Self> {
-        let config: tokio_postgres::Config = url
-            .parse()
-            .context("the database URL is not a PostgreSQL connection string (postgres://USER@HOST:PORT/DATABASE)")?;
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            anyhow::bail!("the database URL asks for TLS (sslmode=require); TLS to PostgreSQL is not available in this build");
-        }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let target = tls::Target::parse(url)?;
+        let manager = target.manager(ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        })?;
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .build()
             .context("failed to build the PostgreSQL connection pool")?;
         let (audit_queue, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(group_commit_audit(pool.clone(), rx));
-        let store = PostgresStore { pool, audit_queue };
+        let store = PostgresStore {
+            pool,
+            audit_queue,
+            tls_warning: target.warning(),
+            tls_mode: target.mode,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -155,6 +154,19 @@ impl PostgresStore {
         Ok(version)
     }
 
+    /// How this server's connections reach PostgreSQL, as the server sees it:
+    /// "TLSv1.3 (sslmode=verify-full)" or "unencrypted".
+    pub async fn transport(&self) -> anyhow::Result<String> {
+        let client = self.pool.get().await.context("failed to connect to PostgreSQL")?;
+        let row = client
+            .query_opt("SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl", &[])
+            .await?;
+        Ok(match row {
+            Some(r) => format!("{} ({})", r.get::<_, String>(0), self.tls_mode.describe()),
+            None => "unencrypted".to_string(),
+        })
+    }
+
     /// Holds a database-wide lock for first-start set-up (creating the first
     /// workspace and owner key), so that servers starting together on an empty
     /// database set it up once. Released when the guard is dropped.
@@ -165,10 +177,11 @@ impl PostgresStore {
     }
 
     /// Server settings that weaken durability (fsync, synchronous_commit,
-    /// full_page_writes off), one message each.
+    /// full_page_writes off) and a connection that is encrypted but not
+    /// authenticated, one message each.
     pub async fn durability_warnings(&self) -> anyhow::Result<Vec<String>> {
         let client = self.pool.get().await?;
-        let mut out = Vec::new();
+        let mut out: Vec<String> = self.tls_warning.iter().map(|w| w.to_string()).collect();
         for (name, wanted) in [("fsync", "on"), ("synchronous_commit", "on"), ("full_page_writes", "on")] {
             let value: String = client.query_one(&format!("SHOW {name}"), &[]).await?.get(0);
             if value != wanted {
@@ -728,7 +741,7 @@ impl Store for PostgresStore {
             Some(id) => {
                 let tx = begin!(c);
                 lock_identifiers(&*tx, workspace_id).await?;
-                let (counts, before, after) = imports::apply_batch(&*tx, workspace_id, id, lookup, planner).await?;
+                let (counts, before, after) = imports::apply_batch(&tx, workspace_id, id, lookup, planner).await?;
                 tx.commit().await.map_err(map_err)?;
                 // A large import changes the tables faster than autovacuum
                 // analyses them, and plans made for a small table read all of a
