@@ -49,6 +49,8 @@ pub struct PostgresStore {
     /// Set when the URL's TLS setting leaves a gap (see `tls.rs`).
     tls_warning: Option<&'static str>,
     tls_mode: tls::TlsMode,
+    /// The latest batch of each import in progress here (see `imports.rs`).
+    recent_batches: imports::RecentBatches,
 }
 
 type QueuedAudit = (AuditDraft, tokio::sync::oneshot::Sender<StoreResult<AuditEvent>>);
@@ -121,6 +123,7 @@ impl PostgresStore {
             audit_queue,
             tls_warning: target.warning(),
             tls_mode: target.mode,
+            recent_batches: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -739,9 +742,25 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         match import_id {
             Some(id) => {
+                // The look-up runs before the locks, on a connection of its own,
+                // while the batch before may still be writing; it is used only if
+                // it still holds under the locks (`imports::Prefetched`).
+                let prefetched = match self.client().await {
+                    Ok(mut pc) => imports::prefetch(&mut pc, workspace_id, id, &lookup).await.ok().flatten(),
+                    Err(_) => None,
+                };
                 let tx = begin!(c);
                 lock_identifiers(&*tx, workspace_id).await?;
-                let (counts, before, after) = imports::apply_batch(&tx, workspace_id, id, lookup, planner).await?;
+                let (counts, before, after, committed) =
+                    imports::apply_batch(&tx, workspace_id, id, lookup, planner, prefetched, &self.recent_batches).await?;
+                // Recorded before the commit: the next batch reads it only once it
+                // holds the job's row, and checks it against the job's progress.
+                if let Ok(mut recent) = self.recent_batches.lock() {
+                    if recent.len() >= 256 && !recent.contains_key(id) {
+                        recent.clear();
+                    }
+                    recent.insert(id.to_string(), committed);
+                }
                 tx.commit().await.map_err(map_err)?;
                 // A large import changes the tables faster than autovacuum
                 // analyses them, and plans made for a small table read all of a
@@ -776,6 +795,9 @@ impl Store for PostgresStore {
         .await
         .map_err(map_err)?;
         audit::append(&*tx, &audit_draft).await?;
+        if let Ok(mut recent) = self.recent_batches.lock() {
+            recent.remove(import_id);
+        }
         let job = imports::find(&*tx, workspace_id, import_id)
             .await
             .map_err(map_err)?
