@@ -186,3 +186,17 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()>;
     async fn list_checkpoints(&self, workspace_id: &str) -> StoreResult<Vec<Checkpoint>>;
 }
+
+/// A checkpoint for a sequence number that already has one is the same
+/// checkpoint when it signs the same hash (two servers signing one head); with
+/// another hash the chain was changed after the first was signed.
+pub(crate) fn checkpoint_matches(cp: &crate::audit::Checkpoint, existing_hash: &str) -> StoreResult<()> {
+    if existing_hash == cp.hash {
+        return Ok(());
+    }
+    Err(StoreError::Backend(anyhow::anyhow!(
+        "audit event {} of workspace {} already has a checkpoint with another hash: the audit chain was changed after it was signed; run `consentry audit verify`",
+        cp.seq,
+        cp.workspace_id
+    )))
+}

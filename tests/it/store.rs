@@ -1299,4 +1299,15 @@ async fn checkpoints_round_trip(b: &Backend) {
     assert_eq!(s.list_checkpoints(&other.id).await.unwrap(), vec![theirs]);
     let report = ws.vault.verify_audit(&ws.id).await.unwrap();
     assert_eq!((report.events, report.checkpoints, report.problem), (3, 2, None));
+
+    // The same head signed again (another server, a moment later): kept once.
+    let again = sign(&ws, &events[2]);
+    s.insert_checkpoint(again).await.unwrap();
+    assert_eq!(s.list_checkpoints(&ws.id).await.unwrap().len(), 2);
+    // Another hash for a signed sequence number: refused, the first one stays.
+    let mut forged = sign(&ws, &events[2]);
+    forged.hash = events[1].hash.clone();
+    let err = s.insert_checkpoint(forged).await.expect_err("a second hash for a signed seq");
+    assert!(format!("{err:?}").contains("another hash"), "{err:?}");
+    assert_eq!(s.list_checkpoints(&ws.id).await.unwrap(), listed);
 }

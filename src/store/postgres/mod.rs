@@ -902,12 +902,26 @@ impl Store for PostgresStore {
     async fn insert_checkpoint(&self, cp: Checkpoint) -> StoreResult<()> {
         let sig = hex::decode(&cp.signature).map_err(|e| StoreError::Backend(e.into()))?;
         let c = self.client().await?;
-        c.execute(
-            "INSERT INTO audit_checkpoints (workspace_id, seq, hash, at, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            &[&cp.workspace_id, &cp.seq, &cp.hash, &cp.at, &sig],
-        )
-        .await
-        .map_err(map_err)?;
+        let inserted = c
+            .execute(
+                "INSERT INTO audit_checkpoints (workspace_id, seq, hash, at, signature) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                &[&cp.workspace_id, &cp.seq, &cp.hash, &cp.at, &sig],
+            )
+            .await
+            .map_err(map_err)?;
+        if inserted == 0 {
+            // Another server signed the same head first: the same hash is the same
+            // checkpoint; another hash means the chain was changed.
+            let existing: String = c
+                .query_one(
+                    "SELECT hash FROM audit_checkpoints WHERE workspace_id = $1 AND seq = $2",
+                    &[&cp.workspace_id, &cp.seq],
+                )
+                .await
+                .map_err(map_err)?
+                .get(0);
+            checkpoint_matches(&cp, &existing)?;
+        }
         Ok(())
     }
 

@@ -758,11 +758,22 @@ impl Store for SqliteStore {
     async fn insert_checkpoint(&self, cp: Checkpoint) -> StoreResult<()> {
         self.write(move |c| {
             let sig = hex::decode(&cp.signature).map_err(|e| StoreError::Backend(e.into()))?;
-            c.execute(
-                "INSERT OR IGNORE INTO audit_checkpoints (workspace_id, seq, hash, at, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![cp.workspace_id, cp.seq, cp.hash, cp.at, sig],
-            )
-            .map_err(map_err)?;
+            let inserted = c
+                .execute(
+                    "INSERT OR IGNORE INTO audit_checkpoints (workspace_id, seq, hash, at, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![cp.workspace_id, cp.seq, cp.hash, cp.at, sig],
+                )
+                .map_err(map_err)?;
+            if inserted == 0 {
+                let existing: String = c
+                    .query_row(
+                        "SELECT hash FROM audit_checkpoints WHERE workspace_id = ?1 AND seq = ?2",
+                        params![cp.workspace_id, cp.seq],
+                        |r| r.get(0),
+                    )
+                    .map_err(map_err)?;
+                checkpoint_matches(&cp, &existing)?;
+            }
             Ok(())
         })
         .await
