@@ -23,6 +23,9 @@ pub enum StoreError {
     /// A uniqueness rule was broken; the payload names the field.
     #[error("{field} already exists")]
     Conflict { field: &'static str },
+    /// The job is no longer running (finished or failed): it takes no more work.
+    #[error("the {0} has already ended")]
+    Ended(&'static str),
     /// The audit event could not be written, so the change was not made.
     #[error("the audit log could not be written")]
     AuditUnavailable(#[source] anyhow::Error),

@@ -66,6 +66,7 @@ impl From<StoreError> for VaultError {
                 "list name" => "a list with this name already exists".to_string(),
                 other => format!("this {other} already exists"),
             }),
+            StoreError::Ended(what) => VaultError::Conflict(format!("the {what} has already ended; run it again to start a new one")),
             StoreError::AuditUnavailable(e) => VaultError::AuditUnavailable(e),
             StoreError::Backend(e) => VaultError::Internal(e),
         }

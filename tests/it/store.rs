@@ -1115,7 +1115,37 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
     let result = s
         .apply_import_batch(&ws.id, Some(&job.id), lookup(&list.id, &[&late]), plan, true)
         .await;
-    assert!(result.is_err(), "a finished import took another batch: {result:?}");
+    assert!(
+        matches!(result, Err(StoreError::Ended("import"))),
+        "a finished import took another batch: {result:?}"
+    );
+    let again = s
+        .finish_import(
+            &ws.id,
+            &job.id,
+            ImportStatus::Failed,
+            Some("late".into()),
+            now(),
+            draft(&ws, "import.finished"),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::Ended("import"))),
+        "an ended import was finished again: {again:?}"
+    );
+    let missing = s
+        .finish_import(
+            &ws.id,
+            "imp_missing",
+            ImportStatus::Finished,
+            None,
+            now(),
+            draft(&ws, "import.finished"),
+        )
+        .await;
+    assert!(matches!(missing, Err(StoreError::NotFound("import"))), "{missing:?}");
+    let job_now = s.find_import(&ws.id, &job.id).await.unwrap().unwrap();
+    assert_eq!((job_now.status, job_now.error), (ImportStatus::Finished, None));
     assert_eq!(s.find_contact(&ws.id, late.id, &ListScope::All).await.unwrap(), None);
     assert_eq!(s.find_import(&ws.id, &job.id).await.unwrap().unwrap().rows_done, 7);
 }

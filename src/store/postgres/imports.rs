@@ -166,7 +166,7 @@ pub async fn apply_batch(
         .map(job_from_row)
         .ok_or(StoreError::NotFound("import"))?;
     if job.status != ImportStatus::Running {
-        return Err(StoreError::Backend(anyhow::anyhow!("import {id} is not running")));
+        return Err(StoreError::Ended("import"));
     }
     let last = recent.lock().ok().and_then(|m| m.get(id).cloned());
     let found = match prefetched {

@@ -788,12 +788,20 @@ impl Store for PostgresStore {
     ) -> StoreResult<ImportJob> {
         let mut c = self.client().await?;
         let tx = begin!(c);
-        tx.execute(
-            "UPDATE imports SET status = $3, error = $4, finished_at = $5 WHERE workspace_id = $1 AND id = $2",
-            &[&workspace_id, &import_id, &status.as_str(), &error, &at],
-        )
-        .await
-        .map_err(map_err)?;
+        let changed = tx
+            .execute(
+                "UPDATE imports SET status = $3, error = $4, finished_at = $5 WHERE workspace_id = $1 AND id = $2 AND status = 'running'",
+                &[&workspace_id, &import_id, &status.as_str(), &error, &at],
+            )
+            .await
+            .map_err(map_err)?;
+        if changed == 0 {
+            imports::find(&*tx, workspace_id, import_id)
+                .await
+                .map_err(map_err)?
+                .ok_or(StoreError::NotFound("import"))?;
+            return Err(StoreError::Ended("import"));
+        }
         audit::append(&*tx, &audit_draft).await?;
         if let Ok(mut recent) = self.recent_batches.lock() {
             recent.remove(import_id);

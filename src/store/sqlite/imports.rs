@@ -66,7 +66,7 @@ pub fn begin(c: &Connection, job: ImportJob, draft: &AuditDraft) -> StoreResult<
 pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, planner: ImportPlanner) -> StoreResult<ImportCounts> {
     let job = find(c, ws, id).map_err(map_err)?.ok_or(StoreError::NotFound("import"))?;
     if job.status != ImportStatus::Running {
-        return Err(StoreError::Backend(anyhow::anyhow!("import {id} is not running")));
+        return Err(StoreError::Ended("import"));
     }
     let found = look_up(c, ws, &lookup).map_err(map_err)?;
     let mut writes = planner(found).map_err(StoreError::Backend)?;

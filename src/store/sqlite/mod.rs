@@ -664,11 +664,16 @@ impl Store for SqliteStore {
     ) -> StoreResult<ImportJob> {
         let (ws, id) = (workspace_id.to_string(), import_id.to_string());
         self.write(move |c| {
-            c.execute(
-                "UPDATE imports SET status = ?3, error = ?4, finished_at = ?5 WHERE workspace_id = ?1 AND id = ?2",
-                params![ws, id, status.as_str(), error, at],
-            )
-            .map_err(map_err)?;
+            let changed = c
+                .execute(
+                    "UPDATE imports SET status = ?3, error = ?4, finished_at = ?5 WHERE workspace_id = ?1 AND id = ?2 AND status = 'running'",
+                    params![ws, id, status.as_str(), error, at],
+                )
+                .map_err(map_err)?;
+            if changed == 0 {
+                imports::find(c, &ws, &id).map_err(map_err)?.ok_or(StoreError::NotFound("import"))?;
+                return Err(StoreError::Ended("import"));
+            }
             audit::append(c, &audit_draft)?;
             imports::find(c, &ws, &id).map_err(map_err)?.ok_or(StoreError::NotFound("import"))
         })
