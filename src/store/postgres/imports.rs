@@ -128,18 +128,17 @@ SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM members)";
 
 /// The batch's consent events, in order, from the staging table, and the current
 /// state of each contact, channel and purpose moved to the newest of them.
-const CONSENTS: &str = "WITH ins AS (
+const CONSENTS: &str = concat!(
+    "WITH ins AS (
     INSERT INTO consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
                                 private_evidence_ct, actor, occurred_at, recorded_at, audit_seq)
     SELECT id, workspace_id, contact_id, channel, purpose, action, method, source, evidence, private_evidence_ct, actor,
            occurred_at, recorded_at, $1
     FROM import_consents ORDER BY n
     RETURNING seq, contact_id, channel, purpose, action
-)
-INSERT INTO consent_state (contact_id, channel, purpose, action, event_seq)
-SELECT DISTINCT ON (contact_id, channel, purpose) contact_id, channel, purpose, action, seq FROM ins
-ORDER BY contact_id, channel, purpose, seq DESC
-ON CONFLICT (contact_id, channel, purpose) DO UPDATE SET action = excluded.action, event_seq = excluded.event_seq";
+) ",
+    contacts::consent_state_from_ins!()
+);
 
 /// Applies one batch; returns its counts and the job's rows done before and after.
 /// The batch's rows reach PostgreSQL by binary COPY into staging tables and go

@@ -164,7 +164,10 @@ fn split_tls_options(url: &str) -> (String, Vec<(String, String)>) {
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             if is_tls_key(k) {
-                taken.push((k.to_string(), percent_decode(v)));
+                taken.push((
+                    k.to_string(),
+                    percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned(),
+                ));
             } else {
                 kept.push(pair);
             }
@@ -185,30 +188,6 @@ fn split_tls_options(url: &str) -> (String, Vec<(String, String)>) {
         }
         (kept.join(" "), taken)
     }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `sslmode=require`: any certificate, but the handshake's signatures are still
