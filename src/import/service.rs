@@ -831,12 +831,18 @@ impl Vault {
         let mut dry_counts = ImportCounts::default();
         let mut result: VaultResult<()> = Ok(());
         // Batches are handed to the store without waiting for the previous one to
-        // be committed, so that a backend can commit consecutive batches together.
-        // The next batch is handed over only once the store has started the one
-        // before (its planner runs): batches are applied strictly in file order,
-        // which the job's progress (rows done, counted from the top) relies on,
-        // and at most one waits unstarted, which bounds memory.
-        let queued = Arc::new(tokio::sync::Semaphore::new(1));
+        // be committed, so that a backend can commit consecutive batches together,
+        // and each is looked up ahead of its turn (`prefetch_import_batch`) while
+        // the one before still writes. A batch is applied only once the one before
+        // has started at the store (its planner runs): batches are applied strictly
+        // in file order, which the job's progress (rows done, counted from the
+        // top) relies on and the store checks, and at most `AHEAD` batches wait
+        // unstarted, which bounds memory. (Three ahead measured no faster than one
+        // on either backend and held 60 MiB more.)
+        const AHEAD: usize = 1;
+        let ahead = Arc::new(tokio::sync::Semaphore::new(AHEAD));
+        let mut turn: Option<tokio::sync::oneshot::Receiver<()>> = None;
+        let mut first_row = job.rows_done;
         let mut in_flight: VecDeque<tokio::task::JoinHandle<(u64, StoreResult<ImportCounts>)>> = VecDeque::new();
         let import_id = (!opts.dry_run).then(|| job.id.clone());
         let mut next = rx.recv().await;
@@ -855,8 +861,10 @@ impl Vault {
             let rows = batch.rows;
             let mut lookup = BatchLookup {
                 list_id: list.id.clone(),
+                first_row,
                 ..Default::default()
             };
+            first_row += rows;
             for item in &batch.items {
                 if let Item::Ok(pr) = item {
                     lookup.email_bidx.extend(pr.email_bidx.clone());
@@ -872,16 +880,32 @@ impl Vault {
                 now: self.now(),
                 dry_run_seen: dry_run_seen.clone(),
             };
-            let permit = queued.clone().acquire_owned().await.map_err(|e| VaultError::Internal(e.into()))?;
+            let permit = ahead.clone().acquire_owned().await.map_err(|e| VaultError::Internal(e.into()))?;
+            let (started, my_turn) = tokio::sync::oneshot::channel::<()>();
+            let previous = turn.replace(my_turn);
             let planner: crate::store::ImportPlanner = Box::new(move |found| {
                 drop(permit);
+                let _ = started.send(());
                 plan(ctx, batch, found)
             });
             let (store, ws, id) = (self.store.clone(), p.workspace_id.clone(), import_id.clone());
             in_flight.push_back(tokio::spawn(async move {
+                let prefetched = match id.as_deref() {
+                    // A failed look-up ahead only means the batch looks up in its turn.
+                    Some(id) => store.prefetch_import_batch(&ws, id, &lookup).await.ok().flatten(),
+                    None => None,
+                };
+                // The previous batch has started, or ended without starting (then
+                // this one is refused by the store: the progress is not where it
+                // expects it).
+                if let Some(previous) = previous {
+                    let _ = previous.await;
+                }
                 (
                     rows,
-                    store.apply_import_batch(&ws, id.as_deref(), lookup, planner, last_batch).await,
+                    store
+                        .apply_import_batch(&ws, id.as_deref(), lookup, prefetched, planner, last_batch)
+                        .await,
                 )
             }));
             while in_flight.front().is_some_and(|h| h.is_finished()) {

@@ -4,6 +4,7 @@
 //! the same conformance suite. Nothing here knows about HTTP or crypto keys.
 
 pub mod postgres;
+pub mod recent;
 pub mod sqlite;
 mod types;
 
@@ -148,17 +149,27 @@ pub trait Store: Send + Sync + 'static {
     /// Starts an import, or returns the unfinished one with the same file and
     /// options so that a rerun resumes it.
     async fn begin_import(&self, job: ImportJob, audit: AuditDraft) -> StoreResult<ImportJob>;
-    /// Looks up a batch's identifiers, lets the planner decide, and applies its
-    /// writes together with the job's progress in one transaction. Without an
-    /// import id (a dry run) nothing is written and only the counts are returned.
-    /// A backend may commit consecutive batches of one import together, so callers
-    /// keep the next batch in flight; `last_batch` says none follows. The result
-    /// is returned only once the batch is durable.
+    /// Looks a batch of a running import up ahead of its turn, in a snapshot of
+    /// its own, so that the look-up can run while earlier batches still write;
+    /// `apply_import_batch` uses it only if nothing written since concerns the
+    /// batch. `None` when the backend looks batches up by itself.
+    async fn prefetch_import_batch(&self, workspace_id: &str, import_id: &str, lookup: &BatchLookup) -> StoreResult<Option<BatchPrefetch>> {
+        let _ = (workspace_id, import_id, lookup);
+        Ok(None)
+    }
+    /// Looks up a batch's identifiers (or takes its prefetched look-up when that
+    /// still holds), lets the planner decide, and applies its writes together with
+    /// the job's progress in one transaction. Without an import id (a dry run)
+    /// nothing is written and only the counts are returned. A backend may commit
+    /// consecutive batches of one import together, so callers keep the next batch
+    /// in flight; `last_batch` says none follows. The result is returned only once
+    /// the batch is durable.
     async fn apply_import_batch(
         &self,
         workspace_id: &str,
         import_id: Option<&str>,
         lookup: BatchLookup,
+        prefetched: Option<BatchPrefetch>,
         planner: ImportPlanner,
         last_batch: bool,
     ) -> StoreResult<ImportCounts>;

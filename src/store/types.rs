@@ -219,12 +219,23 @@ pub struct ImportRejection {
 }
 
 /// Identifiers of one import batch, to look up before planning.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct BatchLookup {
     pub email_bidx: Vec<Vec<u8>>,
     pub phone_bidx: Vec<Vec<u8>>,
     /// The list the import adds to, so membership can be reported.
     pub list_id: String,
+    /// Data rows of the file before this batch: the job's progress the batch
+    /// expects to find. A batch that finds another is refused, so batches apply
+    /// strictly in file order and the progress never counts a row not written.
+    pub first_row: u64,
+}
+
+/// A batch's look-up made ahead of its turn, in a snapshot of its own, with the
+/// head of the workspace's audit chain in that snapshot (see `store::recent`).
+pub struct BatchPrefetch {
+    pub found: BatchFound,
+    pub audit_head: i64,
 }
 
 /// What exists for a batch: live contacts matching any identifier, their consent

@@ -224,6 +224,7 @@ conformance!(
     every_write_commits_its_audit_event,
     unfinished_imports_resume,
     import_batches_commit_all_or_nothing,
+    batches_looked_up_ahead_see_every_later_write,
     list_members_are_counted_once,
     api_keys_round_trip,
     checkpoints_round_trip,
@@ -359,12 +360,24 @@ fn import_job(ws: &Ws, file_hash: &str, options_hash: &str, list_id: &str) -> Im
     }
 }
 
+/// A list and an import into it, started.
+async fn running_import(b: &Backend, ws: &Ws) -> (ListRecord, ImportJob) {
+    let list = add_list(b, ws, "imported").await;
+    let job = b
+        .store
+        .begin_import(import_job(ws, "file", "options", &list.id), draft(ws, "import.started"))
+        .await
+        .unwrap();
+    (list, job)
+}
+
 /// The identifiers of some rows, as an import batch looks them up.
 fn lookup(list_id: &str, rows: &[&ContactRow]) -> BatchLookup {
     BatchLookup {
         email_bidx: rows.iter().filter_map(|r| r.email_bidx.clone()).collect(),
         phone_bidx: rows.iter().filter_map(|r| r.phone_bidx.clone()).collect(),
         list_id: list_id.to_string(),
+        first_row: 0,
     }
 }
 
@@ -687,7 +700,7 @@ async fn consent_ledger_is_append_only(b: &Backend) {
     assert_eq!(withdrawn, head(b, &ws).await);
 
     let (plan, shown) = planner(Ok(no_writes(&ws, "dry-run")));
-    s.apply_import_batch(&ws.id, None, lookup("lst_none", &[&row]), plan, true)
+    s.apply_import_batch(&ws.id, None, lookup("lst_none", &[&row]), None, plan, true)
         .await
         .unwrap();
     let found = shown.recv().unwrap();
@@ -724,7 +737,7 @@ async fn consent_ledger_is_append_only(b: &Backend) {
     ];
     assert_eq!(s.list_consents(&ws.id, row.id).await.unwrap(), expected);
     let (plan, shown) = planner(Ok(no_writes(&ws, "dry-run")));
-    s.apply_import_batch(&ws.id, None, lookup("lst_none", &[&row]), plan, true)
+    s.apply_import_batch(&ws.id, None, lookup("lst_none", &[&row]), None, plan, true)
         .await
         .unwrap();
     let state = shown.recv().unwrap().contacts.remove(0).consent;
@@ -948,11 +961,7 @@ async fn unfinished_imports_resume(b: &Backend) {
 async fn import_batches_commit_all_or_nothing(b: &Backend) {
     let ws = workspace(b, "t").await;
     let s = &b.store;
-    let list = add_list(b, &ws, "imported").await;
-    let job = s
-        .begin_import(import_job(&ws, "file", "options", &list.id), draft(&ws, "import.started"))
-        .await
-        .unwrap();
+    let (list, job) = running_import(b, &ws).await;
     let existing = add_contact(b, &ws, "existing@example.com", &[]).await;
     let rows: Vec<ContactRow> = (0..3)
         .map(|i| seal(&ws, &with_email(&format!("imported{i}@example.com"))))
@@ -962,7 +971,7 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
 
     let (plan, _) = planner(Err(anyhow::anyhow!("planner refused")));
     match s
-        .apply_import_batch(&ws.id, Some(&job.id), lookup(&list.id, &[&rows[0]]), plan, true)
+        .apply_import_batch(&ws.id, Some(&job.id), lookup(&list.id, &[&rows[0]]), None, plan, true)
         .await
     {
         Err(StoreError::Backend(e)) => assert!(format!("{e:#}").contains("planner refused"), "{e:#}"),
@@ -985,7 +994,7 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
         ..no_writes(&ws, &job.id)
     };
     let (plan, _) = planner(Ok(writes));
-    let result = s.apply_import_batch(&ws.id, Some(&job.id), lookup(&list.id, &[&rows[0], &clash]), plan, true);
+    let result = s.apply_import_batch(&ws.id, Some(&job.id), lookup(&list.id, &[&rows[0], &clash]), None, plan, true);
     expect_conflict(result.await, "email");
     nothing_written("failing write").await;
     assert_eq!(head(b, &ws).await, before, "a failed batch left an audit event");
@@ -1003,7 +1012,7 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
     };
     let (plan, _) = planner(Ok(dry));
     let counts = s
-        .apply_import_batch(&ws.id, None, lookup(&list.id, &[&rows[0]]), plan, true)
+        .apply_import_batch(&ws.id, None, lookup(&list.id, &[&rows[0]]), None, plan, true)
         .await
         .unwrap();
     assert_eq!((counts.read, counts.created), (1, 1));
@@ -1034,7 +1043,7 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
     let (plan, shown) = planner(Ok(writes));
     let batch = lookup(&list.id, &rows.iter().collect::<Vec<_>>());
     assert_eq!(
-        s.apply_import_batch(&ws.id, Some(&job.id), batch, plan, true).await.unwrap(),
+        s.apply_import_batch(&ws.id, Some(&job.id), batch, None, plan, true).await.unwrap(),
         first_counts
     );
     let found = shown.recv().unwrap();
@@ -1084,9 +1093,12 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
         ..no_writes(&ws, &job.id)
     };
     let (plan, shown) = planner(Ok(writes));
-    let batch = lookup(&list.id, &[&rows[0], &newcomer, &existing]);
+    let batch = BatchLookup {
+        first_row: 4,
+        ..lookup(&list.id, &[&rows[0], &newcomer, &existing])
+    };
     assert_eq!(
-        s.apply_import_batch(&ws.id, Some(&job.id), batch, plan, true).await.unwrap(),
+        s.apply_import_batch(&ws.id, Some(&job.id), batch, None, plan, true).await.unwrap(),
         second_counts
     );
     let mut found = shown.recv().unwrap().contacts;
@@ -1113,7 +1125,7 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
     };
     let (plan, _) = planner(Ok(writes));
     let result = s
-        .apply_import_batch(&ws.id, Some(&job.id), lookup(&list.id, &[&late]), plan, true)
+        .apply_import_batch(&ws.id, Some(&job.id), lookup(&list.id, &[&late]), None, plan, true)
         .await;
     assert!(
         matches!(result, Err(StoreError::Ended("import"))),
@@ -1148,6 +1160,104 @@ async fn import_batches_commit_all_or_nothing(b: &Backend) {
     assert_eq!((job_now.status, job_now.error), (ImportStatus::Finished, None));
     assert_eq!(s.find_contact(&ws.id, late.id, &ListScope::All).await.unwrap(), None);
     assert_eq!(s.find_import(&ws.id, &job.id).await.unwrap().unwrap().rows_done, 7);
+}
+
+/// A batch looked up ahead of its turn (`prefetch_import_batch`) is never planned
+/// on a stale look-up: a contact created since by another writer, or by an earlier
+/// batch of the same import, is shown to its planner. A batch that does not start
+/// where the job's progress stands is refused and writes nothing.
+async fn batches_looked_up_ahead_see_every_later_write(b: &Backend) {
+    let ws = workspace(b, "t").await;
+    let s = &b.store;
+    let (list, job) = running_import(b, &ws).await;
+    let one_row = |row: &ContactRow| BatchWrites {
+        inserts: vec![row.clone()],
+        memberships: vec![row.id],
+        counts: ImportCounts {
+            read: 1,
+            created: 1,
+            ..Default::default()
+        },
+        rows: 1,
+        ..no_writes(&ws, &job.id)
+    };
+    let unchanged_row = || BatchWrites {
+        rows: 1,
+        counts: ImportCounts {
+            read: 1,
+            unchanged: 1,
+            ..Default::default()
+        },
+        ..no_writes(&ws, &job.id)
+    };
+    let at = |first_row: u64, rows: &[&ContactRow]| BatchLookup {
+        first_row,
+        ..lookup(&list.id, rows)
+    };
+
+    // Another writer creates the contact between the look-up ahead and the batch.
+    let early = seal(&ws, &with_email("early@example.com"));
+    let ahead = s.prefetch_import_batch(&ws.id, &job.id, &at(0, &[&early])).await.unwrap();
+    let meanwhile = add_contact(b, &ws, "early@example.com", &[]).await;
+    let (plan, shown) = planner(Ok(unchanged_row()));
+    s.apply_import_batch(&ws.id, Some(&job.id), at(0, &[&early]), ahead, plan, false)
+        .await
+        .unwrap();
+    let found = shown.recv().unwrap();
+    assert_eq!(
+        ids(&found.contacts.iter().map(|c| c.row.clone()).collect::<Vec<_>>()),
+        vec![meanwhile.id]
+    );
+
+    // Three batches looked up ahead; the first of them creates the contact the
+    // third one names, the second touches nothing of the others.
+    let (first, second) = (
+        seal(&ws, &with_email("first@example.com")),
+        seal(&ws, &with_email("second@example.com")),
+    );
+    let third = seal(&ws, &with_email("first@example.com"));
+    let mut ahead = Vec::new();
+    for (i, row) in [&first, &second, &third].into_iter().enumerate() {
+        ahead.push(s.prefetch_import_batch(&ws.id, &job.id, &at(1 + i as u64, &[row])).await.unwrap());
+    }
+    let mut ahead = ahead.into_iter();
+    for (i, row) in [&first, &second].into_iter().enumerate() {
+        let (plan, shown) = planner(Ok(one_row(row)));
+        s.apply_import_batch(&ws.id, Some(&job.id), at(1 + i as u64, &[row]), ahead.next().unwrap(), plan, false)
+            .await
+            .unwrap();
+        assert!(shown.recv().unwrap().contacts.is_empty());
+    }
+    let (plan, shown) = planner(Ok(unchanged_row()));
+    s.apply_import_batch(&ws.id, Some(&job.id), at(3, &[&third]), ahead.next().unwrap(), plan, true)
+        .await
+        .unwrap();
+    let found = shown.recv().unwrap();
+    assert_eq!(
+        found.contacts.iter().map(|c| (c.row.id, c.in_list)).collect::<Vec<_>>(),
+        vec![(first.id, true)],
+        "the third batch sees the contact the first one created"
+    );
+    let progress = s.find_import(&ws.id, &job.id).await.unwrap().unwrap();
+    assert_eq!((progress.rows_done, progress.counts.created, progress.counts.unchanged), (4, 2, 2));
+
+    // A batch that does not start where the progress stands.
+    let before = head(b, &ws).await;
+    let stray = seal(&ws, &with_email("stray@example.com"));
+    for first_row in [2, 5] {
+        let (plan, _) = planner(Ok(one_row(&stray)));
+        match s
+            .apply_import_batch(&ws.id, Some(&job.id), at(first_row, &[&stray]), None, plan, true)
+            .await
+        {
+            Err(StoreError::Backend(e)) => assert!(format!("{e:#}").contains("had done 4 rows"), "{e:#}"),
+            other => panic!("a batch out of order was not refused: {other:?}"),
+        }
+    }
+    assert_eq!(head(b, &ws).await, before, "a refused batch left an audit event");
+    let lookup_stray = s.find_contact_by_bidx(&ws.id, IdentifierKind::Email, stray.email_bidx.as_ref().unwrap(), &ListScope::All);
+    assert_eq!(lookup_stray.await.unwrap(), None, "a refused batch wrote its contact");
+    assert_eq!(s.find_import(&ws.id, &job.id).await.unwrap().unwrap().rows_done, 4);
 }
 
 /// Checks that no batch of `job` was applied: none of `rows`, no consent event, no

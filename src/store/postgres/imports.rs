@@ -8,13 +8,13 @@
 
 use super::{audit, contacts, map_err};
 use crate::audit::AuditDraft;
+use crate::store::recent::{self, RecentWrites};
 use crate::store::{
-    BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ExistingContact, ImportCounts, ImportJob, ImportPlanner, ImportStatus,
-    StoreError, StoreResult,
+    BatchFound, BatchLookup, BatchPrefetch, BatchWrites, ConsentEventRow, ExistingContact, ImportCounts, ImportJob, ImportPlanner,
+    ImportStatus, StoreError, StoreResult,
 };
 use futures_util::pin_mut;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, IsolationLevel, Row, Transaction};
@@ -144,16 +144,18 @@ const CONSENTS: &str = concat!(
 /// The batch's rows reach PostgreSQL by binary COPY into staging tables and go
 /// into place with one set-based upsert, all in the caller's transaction: the
 /// batch and the job's progress commit together or not at all, which is what
-/// makes a rerun after a crash resume exactly where the last commit ended.
+/// makes a rerun after a crash resume exactly where the last commit ended. A
+/// prefetched look-up is used when nothing committed since its snapshot concerns
+/// the batch (`store::recent`); otherwise the batch is looked up again here.
 pub async fn apply_batch(
     c: &Transaction<'_>,
     ws: &str,
     id: &str,
     lookup: BatchLookup,
+    prefetched: Option<BatchPrefetch>,
     planner: ImportPlanner,
-    prefetched: Option<Prefetched>,
-    recent: &RecentBatches,
-) -> StoreResult<(ImportCounts, u64, u64, Arc<Committed>)> {
+    recent: &RecentWrites,
+) -> StoreResult<(ImportCounts, u64, u64)> {
     let job = c
         .query_opt(
             &format!("SELECT {JOB_COLUMNS} FROM imports WHERE workspace_id = $1 AND id = $2 FOR UPDATE"),
@@ -167,15 +169,30 @@ pub async fn apply_batch(
     if job.status != ImportStatus::Running {
         return Err(StoreError::Ended("import"));
     }
-    let last = recent.lock().ok().and_then(|m| m.get(id).cloned());
+    if job.rows_done != lookup.first_row {
+        return Err(StoreError::Backend(anyhow::anyhow!(
+            "an import batch starting after row {} arrived when the job had done {} rows; run the import again to resume it",
+            lookup.first_row,
+            job.rows_done
+        )));
+    }
     let found = match prefetched {
-        Some(pre) if pre.still_holds(job.rows_done, audit_head(c, ws).await.map_err(map_err)?, last.as_deref(), &lookup) => pre.found,
-        _ => look_up(c, ws, &lookup).await.map_err(map_err)?,
+        Some(pre) => {
+            let since = audit_since(c, ws, pre.audit_head).await.map_err(map_err)?;
+            let check = identifiers(&lookup).chain(pre.found.contacts.iter().map(|e| recent::of_contact(e.row.id)));
+            if since.is_some_and(|since| recent.still_holds(ws, pre.audit_head, &since, check)) {
+                pre.found
+            } else {
+                look_up(c, ws, &lookup).await.map_err(map_err)?
+            }
+        }
+        None => look_up(c, ws, &lookup).await.map_err(map_err)?,
     };
     let writes = planner(found).map_err(StoreError::Backend)?;
-    let mut contacts: HashSet<Uuid> = writes.inserts.iter().chain(&writes.updates).map(|r| r.id).collect();
-    contacts.extend(writes.memberships.iter().copied());
-    contacts.extend(writes.consents.iter().map(|e| e.contact_id));
+    let mut touched: Vec<u64> = identifiers(&lookup).collect();
+    touched.extend(writes.updates.iter().map(|r| recent::of_contact(r.id)));
+    touched.extend(writes.memberships.iter().map(|id| recent::of_contact(*id)));
+    touched.extend(writes.consents.iter().map(|e| recent::of_contact(e.contact_id)));
     c.batch_execute(STAGING).await.map_err(map_err)?;
     stage_contacts(c, &writes).await.map_err(map_err)?;
     stage_consents(c, &writes.consents).await.map_err(map_err)?;
@@ -183,13 +200,6 @@ pub async fn apply_batch(
     // The audit append holds the workspace's chain until the commit: as late as
     // the consent events (which name its sequence number) allow.
     let event = audit::append(c, &writes.audit).await?;
-    let committed = Arc::new(Committed {
-        rows_done_before: job.rows_done,
-        rows_done_after: job.rows_done + writes.rows,
-        audit_seq: event.seq,
-        bidx: lookup.email_bidx.into_iter().chain(lookup.phone_bidx).collect(),
-        contacts,
-    });
     if !writes.consents.is_empty() {
         c.execute(CONSENTS, &[&event.seq]).await.map_err(map_err)?;
     }
@@ -225,85 +235,56 @@ pub async fn apply_batch(
     )
     .await
     .map_err(map_err)?;
-    Ok((k, job.rows_done, job.rows_done + writes.rows, committed))
+    recent.record(ws, event.seq, &event.hash, touched);
+    Ok((k, job.rows_done, job.rows_done + writes.rows))
 }
 
-/// A batch's look-up made before the batch holds its locks, on a connection of
-/// its own while the previous batch is still writing, with what tells whether it
-/// still holds once the batch has its locks: the job's progress and the head of
-/// the workspace's audit chain in the same snapshot.
-pub struct Prefetched {
-    found: BatchFound,
-    rows_done: u64,
-    audit_head: i64,
+fn identifiers(lookup: &BatchLookup) -> impl Iterator<Item = u64> + '_ {
+    lookup.email_bidx.iter().chain(&lookup.phone_bidx).map(|b| recent::of_bidx(b))
 }
 
-/// What a batch of an import wrote, kept (per import, the latest batch only) so
-/// that the next batch can tell whether its prefetched look-up still holds.
-pub struct Committed {
-    rows_done_before: u64,
-    rows_done_after: u64,
-    audit_seq: i64,
-    bidx: HashSet<Vec<u8>>,
-    contacts: HashSet<Uuid>,
-}
-
-/// The latest batch of each import in progress on this server.
-pub type RecentBatches = std::sync::Mutex<HashMap<String, Arc<Committed>>>;
-
-impl Prefetched {
-    /// Whether the database has changed since the prefetch in no way that
-    /// concerns this batch. Every change of a workspace's contacts, lists,
-    /// consent and suppressions appends to its audit chain in the same
-    /// transaction, so the chain's head tells whether anything committed since:
-    /// nothing at all, or exactly the previous batch of this import (its
-    /// progress and its audit event), which touched none of this batch's
-    /// identifiers and none of the contacts it found. Anything else (another
-    /// writer, an audited read, a batch this server did not see) and the batch
-    /// looks up again under its locks.
-    fn still_holds(&self, rows_done: u64, audit_head: i64, last: Option<&Committed>, lookup: &BatchLookup) -> bool {
-        if self.rows_done == rows_done && self.audit_head == audit_head {
-            return true;
-        }
-        let Some(last) = last else { return false };
-        last.rows_done_before == self.rows_done
-            && last.rows_done_after == rows_done
-            && last.audit_seq == audit_head
-            && audit_head == self.audit_head + 1
-            && !lookup.email_bidx.iter().chain(&lookup.phone_bidx).any(|b| last.bidx.contains(b))
-            && !self.found.contacts.iter().any(|c| last.contacts.contains(&c.row.id))
-    }
-}
-
-/// Looks a batch up in a read-only snapshot of its own; `None` when the job is
-/// not there (the batch then looks up under its locks).
+/// Looks a batch up in a read-only snapshot of its own, with the audit head of
+/// that snapshot; `None` when the job is not running (the batch then looks up
+/// under its locks).
 pub async fn prefetch(
     c: &mut deadpool_postgres::Object,
     ws: &str,
     id: &str,
     lookup: &BatchLookup,
-) -> Result<Option<Prefetched>, tokio_postgres::Error> {
+) -> Result<Option<BatchPrefetch>, tokio_postgres::Error> {
     let tx = c
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await?;
-    let Some(job) = tx
-        .query_opt("SELECT rows_done FROM imports WHERE workspace_id = $1 AND id = $2", &[&ws, &id])
+    if tx
+        .query_opt(
+            "SELECT 1 FROM imports WHERE workspace_id = $1 AND id = $2 AND status = 'running'",
+            &[&ws, &id],
+        )
         .await?
-    else {
+        .is_none()
+    {
         return Ok(None);
-    };
-    let rows_done = job.get::<_, i64>(0).max(0) as u64;
+    }
     let audit_head = audit_head(&*tx, ws).await?;
     let found = look_up(&*tx, ws, lookup).await?;
     tx.commit().await?;
-    Ok(Some(Prefetched {
-        found,
-        rows_done,
-        audit_head,
-    }))
+    Ok(Some(BatchPrefetch { found, audit_head }))
+}
+
+/// Sequence numbers and hashes of the workspace's audit events after `seq`, in
+/// order; `None` when there are more than 64 (far more than a look-up ahead of
+/// one batch can still use).
+async fn audit_since<C: GenericClient>(c: &C, ws: &str, seq: i64) -> Result<Option<Vec<(i64, String)>>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT seq, hash FROM audit_events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT 65",
+            &[&ws, &seq],
+        )
+        .await?;
+    Ok((rows.len() <= 64).then(|| rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
 }
 
 /// The sequence number of the workspace's newest audit event (0 when none).
@@ -529,73 +510,4 @@ pub async fn look_up<C: GenericClient>(c: &C, ws: &str, lookup: &BatchLookup) ->
         found.contacts.push(ExistingContact { row, in_list, consent });
     }
     Ok(found)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::ContactRow;
-
-    fn contact(id: Uuid) -> ExistingContact {
-        ExistingContact {
-            row: ContactRow {
-                id,
-                workspace_id: "ws".into(),
-                email_bidx: Some(vec![1; 32]),
-                phone_bidx: None,
-                contact_key: vec![],
-                email_ct: Some(vec![2]),
-                phone_ct: None,
-                first_name_ct: None,
-                last_name_ct: None,
-                attributes_ct: None,
-                segment_attributes: "{}".into(),
-                created_at: 0,
-                updated_at: 0,
-            },
-            in_list: true,
-            consent: vec![],
-        }
-    }
-
-    #[test]
-    fn a_prefetched_look_up_holds_only_when_nothing_else_touched_the_batch() {
-        let found_id = Uuid::now_v7();
-        let pre = Prefetched {
-            found: BatchFound {
-                contacts: vec![contact(found_id)],
-                suppressed: vec![],
-            },
-            rows_done: 4000,
-            audit_head: 10,
-        };
-        let lookup = BatchLookup {
-            email_bidx: vec![vec![1; 32], vec![3; 32]],
-            phone_bidx: vec![vec![4; 32]],
-            list_id: "l".into(),
-        };
-        let previous = |bidx: Vec<Vec<u8>>, contacts: Vec<Uuid>| Committed {
-            rows_done_before: 4000,
-            rows_done_after: 6000,
-            audit_seq: 11,
-            bidx: bidx.into_iter().collect(),
-            contacts: contacts.into_iter().collect(),
-        };
-        let apart = previous(vec![vec![9; 32]], vec![Uuid::now_v7()]);
-        // Nothing committed since the prefetch.
-        assert!(pre.still_holds(4000, 10, None, &lookup));
-        // Something else committed in the workspace (an API write, an audited read).
-        assert!(!pre.still_holds(4000, 11, None, &lookup));
-        assert!(!pre.still_holds(4000, 11, Some(&apart), &lookup));
-        // Exactly the previous batch, touching nothing of this one.
-        assert!(pre.still_holds(6000, 11, Some(&apart), &lookup));
-        // The previous batch and one more event.
-        assert!(!pre.still_holds(6000, 12, Some(&apart), &lookup));
-        // A batch this server did not record (another server, a lost record).
-        assert!(!pre.still_holds(6000, 11, None, &lookup));
-        assert!(!pre.still_holds(8000, 12, Some(&apart), &lookup));
-        // The previous batch wrote one of this batch's identifiers, or a contact it found.
-        assert!(!pre.still_holds(6000, 11, Some(&previous(vec![vec![4; 32]], vec![])), &lookup));
-        assert!(!pre.still_holds(6000, 11, Some(&previous(vec![], vec![found_id])), &lookup));
-    }
 }

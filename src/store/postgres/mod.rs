@@ -50,7 +50,8 @@ pub struct PostgresStore {
     tls_warning: Option<&'static str>,
     tls_mode: tls::TlsMode,
     /// The latest batch of each import in progress here (see `imports.rs`).
-    recent_batches: imports::RecentBatches,
+    /// Import batches this server wrote lately, for batches looked up ahead of their turn.
+    recent: crate::store::recent::RecentWrites,
 }
 
 type QueuedAudit = (AuditDraft, tokio::sync::oneshot::Sender<StoreResult<AuditEvent>>);
@@ -123,7 +124,7 @@ impl PostgresStore {
             audit_queue,
             tls_warning: target.warning(),
             tls_mode: target.mode,
-            recent_batches: Default::default(),
+            recent: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -731,36 +732,27 @@ impl Store for PostgresStore {
         Ok(job)
     }
 
+    async fn prefetch_import_batch(&self, workspace_id: &str, import_id: &str, lookup: &BatchLookup) -> StoreResult<Option<BatchPrefetch>> {
+        let mut c = self.client().await?;
+        imports::prefetch(&mut c, workspace_id, import_id, lookup).await.map_err(map_err)
+    }
+
     async fn apply_import_batch(
         &self,
         workspace_id: &str,
         import_id: Option<&str>,
         lookup: BatchLookup,
+        prefetched: Option<BatchPrefetch>,
         planner: ImportPlanner,
         _last_batch: bool,
     ) -> StoreResult<ImportCounts> {
         let mut c = self.client().await?;
         match import_id {
             Some(id) => {
-                // The look-up runs before the locks, on a connection of its own,
-                // while the batch before may still be writing; it is used only if
-                // it still holds under the locks (`imports::Prefetched`).
-                let prefetched = match self.client().await {
-                    Ok(mut pc) => imports::prefetch(&mut pc, workspace_id, id, &lookup).await.ok().flatten(),
-                    Err(_) => None,
-                };
                 let tx = begin!(c);
                 lock_identifiers(&*tx, workspace_id).await?;
-                let (counts, before, after, committed) =
-                    imports::apply_batch(&tx, workspace_id, id, lookup, planner, prefetched, &self.recent_batches).await?;
-                // Recorded before the commit: the next batch reads it only once it
-                // holds the job's row, and checks it against the job's progress.
-                if let Ok(mut recent) = self.recent_batches.lock() {
-                    if recent.len() >= 256 && !recent.contains_key(id) {
-                        recent.clear();
-                    }
-                    recent.insert(id.to_string(), committed);
-                }
+                let (counts, before, after) =
+                    imports::apply_batch(&tx, workspace_id, id, lookup, prefetched, planner, &self.recent).await?;
                 tx.commit().await.map_err(map_err)?;
                 // A large import changes the tables faster than autovacuum
                 // analyses them, and plans made for a small table read all of a
@@ -803,9 +795,6 @@ impl Store for PostgresStore {
             return Err(StoreError::Ended("import"));
         }
         audit::append(&*tx, &audit_draft).await?;
-        if let Ok(mut recent) = self.recent_batches.lock() {
-            recent.remove(import_id);
-        }
         let job = imports::find(&*tx, workspace_id, import_id)
             .await
             .map_err(map_err)?

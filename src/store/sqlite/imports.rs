@@ -68,6 +68,13 @@ pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, plan
     if job.status != ImportStatus::Running {
         return Err(StoreError::Ended("import"));
     }
+    if job.rows_done != lookup.first_row {
+        return Err(StoreError::Backend(anyhow::anyhow!(
+            "an import batch starting after row {} arrived when the job had done {} rows; run the import again to resume it",
+            lookup.first_row,
+            job.rows_done
+        )));
+    }
     let found = look_up(c, ws, &lookup).map_err(map_err)?;
     let mut writes = planner(found).map_err(StoreError::Backend)?;
     let event = audit::append(c, &writes.audit)?;

@@ -630,6 +630,7 @@ impl Store for SqliteStore {
         workspace_id: &str,
         import_id: Option<&str>,
         lookup: BatchLookup,
+        _prefetched: Option<BatchPrefetch>,
         planner: ImportPlanner,
         last_batch: bool,
     ) -> StoreResult<ImportCounts> {
