@@ -85,7 +85,9 @@ pub trait Store: Send + Sync + 'static {
     async fn find_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
     async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Revokes a key of the workspace; `NotFound` when it has no such key.
-    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit: AuditDraft) -> StoreResult<()>;
+    /// Revokes a key with its audit event; `false` (and no event) when it was
+    /// already revoked.
+    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit: AuditDraft) -> StoreResult<bool>;
     /// Records a key's last use (best effort, not audited).
     async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()>;
 

@@ -133,7 +133,8 @@ impl Vault {
     }
 
     /// Revokes a key. A key cannot revoke itself, so a client cannot lock itself
-    /// out by accident (another key or the CLI can).
+    /// out by accident (another key or the CLI can). Revoking a revoked key
+    /// changes nothing and records nothing.
     pub async fn revoke_api_key(&self, p: &Principal, id: &str) -> VaultResult<()> {
         p.require(Permission::KeysManage)?;
         if p.actor == format!("key:{id}") {

@@ -1383,9 +1383,18 @@ async fn api_keys_round_trip(b: &Backend) {
     s.touch_api_key(&first.id, used).await.unwrap();
     assert_eq!(s.find_api_key(&first.id).await.unwrap().unwrap().last_used_at, Some(used));
     s.touch_api_key(&first.id, used_again).await.unwrap();
-    s.revoke_api_key(&ws.id, &first.id, revoked, draft(&ws, "api_key.revoked"))
+    assert!(s
+        .revoke_api_key(&ws.id, &first.id, revoked, draft(&ws, "api_key.revoked"))
         .await
-        .unwrap();
+        .unwrap());
+    let revocation = head(b, &ws).await;
+    assert_eq!(revocation.action, "api_key.revoked");
+    // Revoking again changes nothing and records nothing.
+    assert!(!s
+        .revoke_api_key(&ws.id, &first.id, revoked + 1, draft(&ws, "api_key.revoked"))
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await, revocation, "a second revocation left an audit event");
     let after = s.find_api_key(&first.id).await.unwrap().unwrap();
     let expected = ApiKeyRecord {
         last_used_at: Some(used_again),

@@ -418,21 +418,26 @@ impl Store for PostgresStore {
         .collect())
     }
 
-    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
         let mut c = self.client().await?;
         let tx = begin!(c);
         let n = tx
             .execute(
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) WHERE workspace_id = $1 AND id = $2",
+                "UPDATE api_keys SET revoked_at = $3 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL",
                 &[&workspace_id, &id, &at],
             )
             .await
             .map_err(map_err)?;
         if n == 0 {
-            return Err(StoreError::NotFound("api key"));
+            let exists = tx
+                .query_opt("SELECT 1 FROM api_keys WHERE workspace_id = $1 AND id = $2", &[&workspace_id, &id])
+                .await
+                .map_err(map_err)?;
+            return exists.map(|_| false).ok_or(StoreError::NotFound("api key"));
         }
         audit::append(&*tx, &audit_draft).await?;
-        tx.commit().await.map_err(map_err)
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
     }
 
     async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()> {

@@ -322,20 +322,28 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+    async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
         let (ws, id) = (workspace_id.to_string(), id.to_string());
         self.write(move |c| {
             let n = c
                 .execute(
-                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) WHERE workspace_id = ?1 AND id = ?2",
+                    "UPDATE api_keys SET revoked_at = ?3 WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL",
                     params![ws, id, at],
                 )
                 .map_err(map_err)?;
             if n == 0 {
-                return Err(StoreError::NotFound("api key"));
+                let exists = c
+                    .query_row(
+                        "SELECT 1 FROM api_keys WHERE workspace_id = ?1 AND id = ?2",
+                        params![ws, id],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(map_err)?;
+                return exists.map(|()| false).ok_or(StoreError::NotFound("api key"));
             }
             audit::append(c, &audit_draft)?;
-            Ok(())
+            Ok(true)
         })
         .await
     }
