@@ -2,6 +2,8 @@
 //! to them, the `Principal` every service call is made for, and the masking decision.
 //! Checks happen here, below the HTTP and CLI layers, so no entry point can skip them.
 
+pub mod password;
+
 use crate::store::ListScope;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;

@@ -1,0 +1,425 @@
+//! Passwords (DESIGN.md §4): the policy a new password must meet, and Argon2id
+//! hashing in PHC format on a bounded pool of blocking threads.
+//!
+//! The policy follows OWASP ASVS: at least 12 characters, up to 1,024 accepted (so
+//! any passphrase of 128 fits), any Unicode, never truncated, no composition rules;
+//! refused when it is one of the 10,000 most common passwords shipped in
+//! `data/common-passwords.txt` or when zxcvbn scores it below 3. Passwords are
+//! compared after Unicode NFKC normalization, so the same passphrase typed on two
+//! keyboards that encode an accent differently is the same password.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::Semaphore;
+use unicode_normalization::UnicodeNormalization;
+use zeroize::Zeroizing;
+
+/// Fewest characters a password may have.
+pub const MIN_CHARS: usize = 12;
+/// Most characters a password may have (bounds the work of checking and hashing).
+pub const MAX_CHARS: usize = 1024;
+/// zxcvbn's estimate reads this many characters; beyond them a password only
+/// grows stronger, and the estimate's cost grows with the length.
+const STRENGTH_CHARS: usize = 128;
+/// Lowest zxcvbn score accepted (3: more than 10^8 guesses).
+const MIN_SCORE: u8 = 3;
+
+/// OWASP's minimum Argon2id parameters: 19 MiB, two passes, one lane.
+pub const MIN_MEMORY_KIB: u32 = 19_456;
+pub const MIN_ITERATIONS: u32 = 2;
+
+static COMMON_PASSWORDS: &str = include_str!("../../data/common-passwords.txt");
+
+fn common_passwords() -> &'static HashSet<&'static str> {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    SET.get_or_init(|| COMMON_PASSWORDS.lines().filter(|l| !l.is_empty()).collect())
+}
+
+/// Why a new password was refused; the message says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    #[error("the password has {chars} characters; choose one of at least {MIN_CHARS} (a few unrelated words make a good one)")]
+    TooShort { chars: usize },
+    #[error("the password has {chars} characters; choose one of at most {MAX_CHARS}")]
+    TooLong { chars: usize },
+    #[error("the password is one of the 10,000 most common passwords; choose one nobody else would")]
+    Common,
+    #[error("the password is too easy to guess{}{}; choose a longer one of unrelated words", warning.as_ref().map(|w| format!(" ({w})")).unwrap_or_default(), suggestion.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Weak {
+        warning: Option<String>,
+        suggestion: Option<String>,
+    },
+}
+
+/// NFKC form of a password, wiped from memory when dropped.
+fn normalized(password: &str) -> Zeroizing<String> {
+    Zeroizing::new(password.nfkc().collect())
+}
+
+/// Checks a new password against the policy. `user_inputs` are words the
+/// password must not lean on (the user's email address, name, the workspace's
+/// name): zxcvbn counts them as known.
+pub fn check_policy(password: &str, user_inputs: &[&str]) -> Result<(), PolicyError> {
+    let password = normalized(password);
+    let chars = password.chars().count();
+    if chars < MIN_CHARS {
+        return Err(PolicyError::TooShort { chars });
+    }
+    if chars > MAX_CHARS {
+        return Err(PolicyError::TooLong { chars });
+    }
+    if common_passwords().contains(password.to_lowercase().as_str()) {
+        return Err(PolicyError::Common);
+    }
+    let head: Zeroizing<String> = Zeroizing::new(password.chars().take(STRENGTH_CHARS).collect());
+    let known = known_words(user_inputs);
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    let estimate = zxcvbn::zxcvbn(&head, &known);
+    if u8::from(estimate.score()) < MIN_SCORE {
+        let feedback = estimate.feedback();
+        return Err(PolicyError::Weak {
+            warning: feedback.and_then(|f| f.warning()).map(|w| w.to_string()),
+            suggestion: feedback.and_then(|f| f.suggestions().first()).map(|s| s.to_string()),
+        });
+    }
+    Ok(())
+}
+
+/// The user's details as zxcvbn should know them: each whole, and each part of
+/// three characters or more (an address's name and domain labels, a name's words).
+fn known_words(inputs: &[&str]) -> Vec<String> {
+    let mut words = Vec::new();
+    for input in inputs {
+        let lower = input.to_lowercase();
+        words.extend(
+            lower
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.chars().count() >= 3)
+                .map(str::to_string),
+        );
+        words.push(lower);
+    }
+    words.sort();
+    words.dedup();
+    words
+}
+
+/// Argon2id cost parameters (from the settings; never below OWASP's minimum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for HashCost {
+    fn default() -> Self {
+        HashCost {
+            memory_kib: MIN_MEMORY_KIB,
+            iterations: MIN_ITERATIONS,
+            parallelism: 1,
+        }
+    }
+}
+
+impl HashCost {
+    /// Refuses parameters below OWASP's minimum or beyond what a server can bear.
+    pub fn validate(self) -> anyhow::Result<Self> {
+        if self.memory_kib < MIN_MEMORY_KIB {
+            anyhow::bail!(
+                "argon2_memory_kib is {}; give at least {MIN_MEMORY_KIB} (19 MiB, OWASP's minimum)",
+                self.memory_kib
+            );
+        }
+        if self.memory_kib > 4 * 1024 * 1024 {
+            anyhow::bail!("argon2_memory_kib is {}; give at most 4194304 (4 GiB)", self.memory_kib);
+        }
+        if !(MIN_ITERATIONS..=100).contains(&self.iterations) {
+            anyhow::bail!("argon2_iterations is {}; give {MIN_ITERATIONS} to 100", self.iterations);
+        }
+        if !(1..=64).contains(&self.parallelism) {
+            anyhow::bail!("argon2_parallelism is {}; give 1 to 64", self.parallelism);
+        }
+        Ok(self)
+    }
+
+    fn params(self) -> anyhow::Result<Params> {
+        Params::new(self.memory_kib, self.iterations, self.parallelism, None).map_err(|e| anyhow::anyhow!("invalid Argon2 parameters: {e}"))
+    }
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// It matches; `rehash` says the stored hash is weaker than the current
+    /// settings (another algorithm or lower costs) and should be replaced.
+    Valid {
+        rehash: bool,
+    },
+    Invalid,
+}
+
+/// Hashes and verifies passwords with Argon2id. Each hash takes tens of
+/// milliseconds of CPU and `memory_kib` of memory, so hashing runs on blocking
+/// threads, at most `pool` at a time: a burst of logins cannot starve the server
+/// or exhaust its memory.
+pub struct PasswordHasher {
+    cost: HashCost,
+    params: Params,
+    pool: Arc<Semaphore>,
+    /// A hash of a random password with the current costs: verifying against it
+    /// takes as long as against a real one, so unknown accounts answer as slowly.
+    dummy: String,
+}
+
+impl PasswordHasher {
+    /// `pool` is the most hashes computed at once (at least one).
+    pub fn new(cost: HashCost, pool: usize) -> anyhow::Result<Self> {
+        let cost = cost.validate()?;
+        let params = cost.params()?;
+        let random = Zeroizing::new(hex::encode(crate::crypto::random_bytes::<32>()));
+        let dummy = hash_blocking(&params, &random)?;
+        Ok(PasswordHasher {
+            cost,
+            params,
+            pool: Arc::new(Semaphore::new(pool.max(1))),
+            dummy,
+        })
+    }
+
+    pub fn cost(&self) -> HashCost {
+        self.cost
+    }
+
+    /// The PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) of a password.
+    /// Check the policy first: this hashes whatever it is given.
+    pub async fn hash(&self, password: &SecretString) -> anyhow::Result<String> {
+        let normalized = normalized(password.expose_secret());
+        let params = self.params.clone();
+        self.on_pool(move || hash_blocking(&params, &normalized)).await?
+    }
+
+    /// Checks a password against a stored PHC string; with `None` (no such
+    /// account) it checks against a dummy hash, taking the same time, and answers
+    /// `Invalid`. A malformed stored string is `Invalid`, never a panic.
+    pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> anyhow::Result<Verified> {
+        let normalized = normalized(password.expose_secret());
+        let (phc, known) = match stored {
+            Some(s) => (s.to_string(), true),
+            None => (self.dummy.clone(), false),
+        };
+        let cost = self.cost;
+        self.on_pool(move || {
+            let Ok(parsed) = PasswordHash::new(&phc) else {
+                return Verified::Invalid;
+            };
+            // The stored string names its own algorithm and costs.
+            if Argon2::default().verify_password(normalized.as_bytes(), &parsed).is_err() || !known {
+                return Verified::Invalid;
+            }
+            Verified::Valid {
+                rehash: needs_rehash(&parsed, cost),
+            }
+        })
+        .await
+    }
+
+    async fn on_pool<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        let permit = self.pool.clone().acquire_owned().await?;
+        let out = tokio::task::spawn_blocking(move || {
+            let out = f();
+            drop(permit);
+            out
+        })
+        .await?;
+        Ok(out)
+    }
+}
+
+fn hash_blocking(params: &Params, password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    Ok(argon
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("failed to hash a password: {e}"))?
+        .to_string())
+}
+
+/// Whether a stored hash is weaker than `cost` asks for today.
+fn needs_rehash(parsed: &PasswordHash<'_>, cost: HashCost) -> bool {
+    if parsed.algorithm != Algorithm::Argon2id.ident() || parsed.version != Some(Version::V0x13.into()) {
+        return true;
+    }
+    let Ok(stored) = Params::try_from(parsed) else { return true };
+    stored.m_cost() < cost.memory_kib || stored.t_cost() < cost.iterations || stored.p_cost() < cost.parallelism
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    #[test]
+    fn the_shipped_list_holds_ten_thousand_passwords() {
+        assert_eq!(common_passwords().len(), 10_000);
+        assert!(common_passwords().contains("password"));
+    }
+
+    #[test]
+    fn the_policy_says_why_a_password_is_refused() {
+        assert_eq!(check_policy("short", &[]), Err(PolicyError::TooShort { chars: 5 }));
+        // Characters, not bytes: eleven two-byte letters are still too short.
+        assert_eq!(check_policy(&"é".repeat(11), &[]), Err(PolicyError::TooShort { chars: 11 }));
+        let long = "correct horse battery staple ".repeat(40);
+        assert_eq!(check_policy(&long, &[]), Err(PolicyError::TooLong { chars: 1160 }));
+        // Common passwords of twelve characters or more, in any case.
+        assert_eq!(check_policy("1qaz2wsx3edc", &[]), Err(PolicyError::Common));
+        assert_eq!(check_policy("1QAZ2WSX3EDC", &[]), Err(PolicyError::Common));
+        let weak = check_policy("aaaaaaaaaaaaaaaa", &[]).unwrap_err();
+        assert!(matches!(weak, PolicyError::Weak { .. }), "{weak:?}");
+        assert!(weak.to_string().starts_with("the password is too easy to guess"), "{weak}");
+        // The user's own details count as known words, also the parts of an address.
+        let details = ["marjolein.dekker@example.com"];
+        assert!(matches!(check_policy("Marjolein2024", &details), Err(PolicyError::Weak { .. })));
+        assert_eq!(check_policy("Marjolein2024", &[]), Ok(()));
+        let message = PolicyError::TooShort { chars: 5 }.to_string();
+        assert!(message.contains("at least 12"), "{message}");
+    }
+
+    #[test]
+    fn long_and_unusual_passwords_pass_untruncated() {
+        assert_eq!(check_policy("vlinder kapstok zonnebril 7", &[]), Ok(()));
+        assert_eq!(check_policy("Ŝtormo ĉe la maro, ĝis revido!", &[]), Ok(()));
+        assert_eq!(check_policy("緑の象が月曜日に自転車で踊る", &[]), Ok(()));
+        let passphrase: String = "river quartz lantern mosaic ".repeat(5).chars().take(128).collect();
+        assert_eq!(check_policy(&passphrase, &[]), Ok(()));
+        // A thousand characters of no pattern.
+        let mut state = 0x2545_f491_u32;
+        let noise: String = (0..1000)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                char::from(b'!' + ((state >> 16) % 94) as u8)
+            })
+            .collect();
+        assert_eq!(check_policy(&noise, &[]).map_err(|e| e.to_string()), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn hashes_are_argon2id_phc_strings_with_the_configured_costs() {
+        let hasher = PasswordHasher::new(HashCost::default(), 2).unwrap();
+        let phc = hasher.hash(&secret("vlinder kapstok zonnebril 7")).await.unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!phc.contains("vlinder"));
+        let again = hasher.hash(&secret("vlinder kapstok zonnebril 7")).await.unwrap();
+        assert_ne!(phc, again, "every hash has its own salt");
+        assert_eq!(
+            hasher.verify(&secret("vlinder kapstok zonnebril 7"), Some(&phc)).await.unwrap(),
+            Verified::Valid { rehash: false }
+        );
+        assert_eq!(
+            hasher.verify(&secret("vlinder kapstok zonnebril 8"), Some(&phc)).await.unwrap(),
+            Verified::Invalid
+        );
+    }
+
+    #[tokio::test]
+    async fn raised_costs_ask_for_a_rehash() {
+        let old = PasswordHasher::new(HashCost::default(), 1).unwrap();
+        let phc = old.hash(&secret("river quartz lantern mosaic")).await.unwrap();
+        let raised = PasswordHasher::new(
+            HashCost {
+                iterations: 3,
+                ..HashCost::default()
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(
+            raised.verify(&secret("river quartz lantern mosaic"), Some(&phc)).await.unwrap(),
+            Verified::Valid { rehash: true }
+        );
+        let rehashed = raised.hash(&secret("river quartz lantern mosaic")).await.unwrap();
+        assert!(rehashed.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"), "{rehashed}");
+        assert_eq!(
+            raised
+                .verify(&secret("river quartz lantern mosaic"), Some(&rehashed))
+                .await
+                .unwrap(),
+            Verified::Valid { rehash: false }
+        );
+        // Another algorithm (Argon2i) asks for a rehash too.
+        let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, HashCost::default().params().unwrap())
+            .hash_password(b"river quartz lantern mosaic", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            old.verify(&secret("river quartz lantern mosaic"), Some(&argon2i)).await.unwrap(),
+            Verified::Valid { rehash: true }
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_accounts_and_malformed_hashes_are_invalid() {
+        let hasher = PasswordHasher::new(HashCost::default(), 1).unwrap();
+        assert_eq!(hasher.verify(&secret("anything at all"), None).await.unwrap(), Verified::Invalid);
+        for stored in ["", "$argon2id$", "not a hash", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$"] {
+            assert_eq!(
+                hasher.verify(&secret("anything at all"), Some(stored)).await.unwrap(),
+                Verified::Invalid,
+                "{stored:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_passphrase_in_another_unicode_form_matches() {
+        let hasher = PasswordHasher::new(HashCost::default(), 1).unwrap();
+        // "é" precomposed, and as "e" followed by a combining acute accent.
+        let phc = hasher.hash(&secret("caf\u{e9} au lait met suiker")).await.unwrap();
+        assert_eq!(
+            hasher.verify(&secret("cafe\u{301} au lait met suiker"), Some(&phc)).await.unwrap(),
+            Verified::Valid { rehash: false }
+        );
+    }
+
+    #[test]
+    fn costs_below_the_minimum_are_refused_with_the_setting_named() {
+        let low = HashCost {
+            memory_kib: 4096,
+            ..HashCost::default()
+        };
+        let e = low.validate().unwrap_err().to_string();
+        assert!(e.contains("argon2_memory_kib is 4096") && e.contains("19456"), "{e}");
+        let e = HashCost {
+            iterations: 1,
+            ..HashCost::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("argon2_iterations is 1"), "{e}");
+        assert!(PasswordHasher::new(low, 1).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The policy never panics, whatever it is given, and says how many
+        /// characters a refused length has.
+        #[test]
+        fn the_policy_takes_any_string(s in "\\PC{0,300}") {
+            match check_policy(&s, &[]) {
+                Err(PolicyError::TooShort { chars }) => prop_assert!(chars < MIN_CHARS),
+                Err(PolicyError::TooLong { chars }) => prop_assert!(chars > MAX_CHARS),
+                _ => {}
+            }
+        }
+    }
+}
