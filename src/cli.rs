@@ -13,7 +13,7 @@ use crate::vault::exports::ExportFormat;
 use crate::vault::Vault;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -97,6 +97,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Manage users: invite colleagues, disable, enable and remove them.
+    #[command(subcommand)]
+    Users(UsersCmd),
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -241,6 +244,32 @@ pub enum KeysCmd {
     Revoke {
         id: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCmd {
+    /// Invite a colleague by email address; prints the single-use invitation
+    /// token (valid 72 hours) to pass on to them.
+    Add {
+        email: String,
+        /// A role (owner, admin, marketer, sender, viewer, auditor) or permissions, comma-separated.
+        #[arg(long)]
+        role: String,
+        /// Limit the user to these lists.
+        #[arg(long, value_delimiter = ',')]
+        lists: Vec<String>,
+    },
+    /// List the workspace's users.
+    List,
+    /// Disable a user: they sign in no more and the API keys they created are revoked.
+    Disable { id: String },
+    /// Enable a disabled user again.
+    Enable { id: String },
+    /// Remove a user: their address and invitations are deleted, their keys revoked.
+    Remove { id: String },
+    /// Accept an invitation: reads the token, then the new password, one per line
+    /// on standard input (never on the command line, where process lists show it).
+    Accept,
 }
 
 #[derive(Subcommand, Debug)]
@@ -724,6 +753,57 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 KeysCmd::Revoke { id } => {
                     ctx.vault.revoke_api_key(&p, id).await?;
                     eprintln!("revoked key {id}");
+                }
+            }
+            ctx.vault.checkpoint(&ctx.workspace_id).await?;
+            Ok(0)
+        }
+        Command::Users(cmd) => {
+            let ctx = open(&cli).await?;
+            let p = Principal::operator(&ctx.workspace_id);
+            let show = |u: &crate::vault::users::UserView| {
+                let lists = if u.lists.is_empty() {
+                    "all lists".to_string()
+                } else {
+                    u.lists.join(",")
+                };
+                println!("{}\t{}\t{}\t{}\t{}", u.id, u.email, u.status, u.role, lists);
+            };
+            match cmd {
+                UsersCmd::Add { email, role, lists } => {
+                    let invitation = ctx.vault.invite_user(&p, email, role, lists).await?;
+                    if std::io::stdout().is_terminal() {
+                        println!(
+                            "invited {} as {} (user {})",
+                            invitation.user.email, invitation.user.role, invitation.user.id
+                        );
+                        println!("the invitation expires {}; it is shown once:", invitation.expires_at);
+                    }
+                    println!("{}", invitation.token.expose_secret());
+                }
+                UsersCmd::List => ctx.vault.list_users(&p).await?.iter().for_each(show),
+                UsersCmd::Disable { id } => show(&ctx.vault.set_user_enabled(&p, id, false).await?),
+                UsersCmd::Enable { id } => show(&ctx.vault.set_user_enabled(&p, id, true).await?),
+                UsersCmd::Remove { id } => {
+                    ctx.vault.remove_user(&p, id).await?;
+                    eprintln!("removed user {id}");
+                }
+                UsersCmd::Accept => {
+                    let mut lines = std::io::stdin().lines();
+                    let mut next = |what: &str| -> anyhow::Result<SecretString> {
+                        match lines.next() {
+                            Some(line) => {
+                                let line = zeroize::Zeroizing::new(line?);
+                                Ok(SecretString::from(line.trim_end_matches('\r').to_string()))
+                            }
+                            None => {
+                                anyhow::bail!("standard input ended before the {what}: give the token, then the password, one per line")
+                            }
+                        }
+                    };
+                    let (token, password) = (next("invitation token")?, next("password")?);
+                    let user = ctx.vault.accept_invitation(&token, &password).await?;
+                    eprintln!("{} can now sign in", user.email);
                 }
             }
             ctx.vault.checkpoint(&ctx.workspace_id).await?;

@@ -171,9 +171,10 @@ pub struct PasswordHasher {
     cost: HashCost,
     params: Params,
     pool: Arc<Semaphore>,
-    /// A hash of a random password with the current costs: verifying against it
-    /// takes as long as against a real one, so unknown accounts answer as slowly.
-    dummy: String,
+    /// A hash of a random password with the current costs (made on first need):
+    /// verifying against it takes as long as against a real one, so unknown
+    /// accounts answer as slowly.
+    dummy: Arc<OnceLock<String>>,
 }
 
 impl PasswordHasher {
@@ -181,14 +182,23 @@ impl PasswordHasher {
     pub fn new(cost: HashCost, pool: usize) -> anyhow::Result<Self> {
         let cost = cost.validate()?;
         let params = cost.params()?;
-        let random = Zeroizing::new(hex::encode(crate::crypto::random_bytes::<32>()));
-        let dummy = hash_blocking(&params, &random)?;
         Ok(PasswordHasher {
             cost,
             params,
             pool: Arc::new(Semaphore::new(pool.max(1))),
-            dummy,
+            dummy: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// OWASP's minimum costs (Argon2's defaults), one hash per CPU at a time.
+    pub fn standard() -> Self {
+        let pool = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        PasswordHasher {
+            cost: HashCost::default(),
+            params: Params::DEFAULT,
+            pool: Arc::new(Semaphore::new(pool)),
+            dummy: Arc::new(OnceLock::new()),
+        }
     }
 
     pub fn cost(&self) -> HashCost {
@@ -208,12 +218,19 @@ impl PasswordHasher {
     /// `Invalid`. A malformed stored string is `Invalid`, never a panic.
     pub async fn verify(&self, password: &SecretString, stored: Option<&str>) -> anyhow::Result<Verified> {
         let normalized = normalized(password.expose_secret());
-        let (phc, known) = match stored {
-            Some(s) => (s.to_string(), true),
-            None => (self.dummy.clone(), false),
-        };
-        let cost = self.cost;
+        let stored = stored.map(str::to_string);
+        let (cost, params, dummy) = (self.cost, self.params.clone(), self.dummy.clone());
         self.on_pool(move || {
+            let known = stored.is_some();
+            let phc = match stored {
+                Some(s) => s,
+                None => dummy
+                    .get_or_init(|| {
+                        let random = Zeroizing::new(hex::encode(crate::crypto::random_bytes::<32>()));
+                        hash_blocking(&params, &random).unwrap_or_default()
+                    })
+                    .clone(),
+            };
             let Ok(parsed) = PasswordHash::new(&phc) else {
                 return Verified::Invalid;
             };
@@ -388,6 +405,13 @@ mod tests {
             hasher.verify(&secret("cafe\u{301} au lait met suiker"), Some(&phc)).await.unwrap(),
             Verified::Valid { rehash: false }
         );
+    }
+
+    #[test]
+    fn the_standard_costs_are_owasps_minimum() {
+        let p = Params::DEFAULT;
+        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (MIN_MEMORY_KIB, MIN_ITERATIONS, 1));
+        assert_eq!(PasswordHasher::standard().cost(), HashCost::default());
     }
 
     #[test]

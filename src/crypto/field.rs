@@ -21,6 +21,8 @@ pub enum FieldName<'a> {
     Attributes,
     /// Private consent evidence (IP address, user agent) of one ledger event.
     ConsentEvidence(&'a str),
+    /// A user's sign-in address (users have their own key, as contacts do).
+    UserEmail,
 }
 
 impl FieldName<'_> {
@@ -32,6 +34,7 @@ impl FieldName<'_> {
             FieldName::LastName => "last_name".into(),
             FieldName::Attributes => "attributes".into(),
             FieldName::ConsentEvidence(id) => format!("consent_evidence:{id}"),
+            FieldName::UserEmail => "user_email".into(),
         }
     }
 }

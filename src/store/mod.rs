@@ -91,6 +91,29 @@ pub trait Store: Send + Sync + 'static {
     /// Records a key's last use (best effort, not audited).
     async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()>;
 
+    // Users
+
+    /// Creates an invited user with their invitation; `Conflict("email")` when
+    /// the address already has a user.
+    async fn create_user(&self, user: UserRecord, invitation: InvitationRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn find_user(&self, workspace_id: &str, id: Uuid) -> StoreResult<Option<UserRecord>>;
+    async fn find_user_by_email(&self, workspace_id: &str, email_bidx: &[u8]) -> StoreResult<Option<UserRecord>>;
+    /// A workspace's users, oldest first.
+    async fn list_users(&self, workspace_id: &str) -> StoreResult<Vec<UserRecord>>;
+    /// An invitation by the keyed hash of its token, in any workspace.
+    async fn find_invitation(&self, token_hash: &[u8]) -> StoreResult<Option<InvitationRecord>>;
+    /// Uses an invitation once: sets the user's password and makes them active.
+    /// `Ended("invitation")` when it was used, has expired, or its user is no
+    /// longer invited.
+    async fn accept_invitation(&self, token_hash: &[u8], password_hash: String, at: i64, audit: AuditDraft) -> StoreResult<()>;
+    /// Disables or re-enables a user; disabling revokes every API key they
+    /// created, in the same transaction. `false` (and no event) when the user
+    /// already had that status.
+    async fn set_user_status(&self, workspace_id: &str, id: Uuid, status: UserStatus, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+    /// Deletes a user, their invitations and their sealed email address, and
+    /// revokes every API key they created.
+    async fn remove_user(&self, workspace_id: &str, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<()>;
+
     // Attribute schema
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>>;

@@ -42,6 +42,67 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<i64>,
 }
 
+/// Whether a user may sign in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Invited; has not chosen a password yet.
+    Invited,
+    Active,
+    /// Signs in no more; their keys were revoked when disabled.
+    Disabled,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Invited => "invited",
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "invited" => Some(UserStatus::Invited),
+            "active" => Some(UserStatus::Active),
+            "disabled" => Some(UserStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A stored user: the email address only sealed and as a blind index, the
+/// password only as an Argon2id PHC string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub workspace_id: String,
+    pub email_bidx: Vec<u8>,
+    /// The user's own key, sealed by the workspace's data-encryption key.
+    pub user_key: Vec<u8>,
+    pub email_ct: Vec<u8>,
+    /// A role name or a comma-separated set of permissions (as for API keys).
+    pub role: String,
+    /// Lists the user is limited to; empty means all lists.
+    pub list_ids: Vec<String>,
+    pub password_hash: Option<String>,
+    pub status: UserStatus,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A single-use invitation (only a keyed hash of its token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvitationRecord {
+    pub token_hash: Vec<u8>,
+    pub workspace_id: String,
+    pub user_id: Uuid,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
 /// One attribute of a workspace schema.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttributeDef {

@@ -9,6 +9,7 @@ pub mod consents;
 pub mod contacts;
 pub mod exports;
 pub mod lists;
+pub mod users;
 
 use crate::access::AccessError;
 use crate::audit::AuditDraft;
@@ -42,7 +43,7 @@ pub enum VaultError {
     NotFound(&'static str),
     #[error(transparent)]
     Forbidden(#[from] AccessError),
-    #[error("the request has invalid fields")]
+    #[error("the request has invalid fields: {}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
     Invalid(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
@@ -96,6 +97,7 @@ pub struct Vault {
     master: MasterKey,
     keyring: RwLock<HashMap<String, Arc<WorkspaceKeys>>>,
     pub clock: Arc<dyn Clock>,
+    pub passwords: Arc<crate::access::password::PasswordHasher>,
 }
 
 impl Vault {
@@ -105,6 +107,7 @@ impl Vault {
             master,
             keyring: RwLock::new(HashMap::new()),
             clock,
+            passwords: Arc::new(crate::access::password::PasswordHasher::standard()),
         }
     }
 

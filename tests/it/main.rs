@@ -11,3 +11,4 @@ mod postgres;
 mod readme;
 mod store;
 mod support;
+mod users;

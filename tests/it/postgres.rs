@@ -114,7 +114,7 @@ async fn servers_starting_together_apply_the_migrations_once() {
     for out in run_together(&dirs, &db, &master, |_| vec!["migrate".into()]) {
         assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.starts_with("postgres schema version 1; connection "), "{stdout}");
+        assert!(stdout.starts_with("postgres schema version 2; connection "), "{stdout}");
     }
     let client = admin(&db).await;
     let applied: i64 = client
@@ -122,7 +122,7 @@ async fn servers_starting_together_apply_the_migrations_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "each migration once");
 }
 
 /// `consentry migrate` against `url`: its exit status, output and errors.
@@ -515,6 +515,8 @@ async fn migrate_store_moves_an_instance_without_decrypting_and_refuses_a_full_t
         cli.path("e.csv").to_str().unwrap(),
     ]);
     let before = cli.ok(&["contacts", "find", "--email", "jane@example.com", "--purpose", "check"]);
+    cli.ok(&["users", "add", "colleague@example.com", "--role", "viewer"]);
+    let users_before = cli.ok(&["users", "list"]);
     let source = format!("sqlite://{}", cli.data_dir().join("consentry.db").display());
     let out = cli.run(&["migrate-store", "--from", &source, "--to", &db.url]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -525,6 +527,10 @@ async fn migrate_store_moves_an_instance_without_decrypting_and_refuses_a_full_t
     );
     assert!(
         stdout.contains("contacts: 2 rows") && stdout.contains("consent_events: 3 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("users: 1 rows") && stdout.contains("user_invitations: 1 rows"),
         "{stdout}"
     );
     assert!(stdout.contains("ok: workspace"), "{stdout}");
@@ -541,6 +547,11 @@ async fn migrate_store_moves_an_instance_without_decrypting_and_refuses_a_full_t
         "check",
     ]);
     assert_eq!(before, after);
+    assert_eq!(
+        cli.ok(&["--database-url", &db.url, "users", "list"]),
+        users_before,
+        "users moved sealed and open the same"
+    );
     // Ciphertexts moved as they were.
     let pg = admin(&db).await;
     let moved: Vec<u8> = pg

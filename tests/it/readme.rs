@@ -27,5 +27,6 @@ fn readme_example_session_runs() {
     assert!(stdout.contains("j•••@e•••.com"), "{stdout}");
     assert!(stdout.contains("\"Jane\""), "{stdout}");
     assert!(stdout.contains("ok: workspace"), "{stdout}");
+    assert!(stdout.contains("marjolein@example.com\tactive\tmarketer\tlst_"), "{stdout}");
     assert!(std::fs::read_to_string(dir.path().join("viewer.key")).unwrap().starts_with("csk_"));
 }

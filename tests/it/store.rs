@@ -20,7 +20,8 @@ use consentry::store::postgres::PostgresStore;
 use consentry::store::sqlite::SqliteStore;
 use consentry::store::{
     ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, IdentifierKind, ImportCounts, ImportJob,
-    ImportPlanner, ImportRejection, ImportStatus, ListRecord, ListScope, NewContact, Store, StoreError, StoreResult,
+    ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, Store, StoreError, StoreResult,
+    UserRecord, UserStatus,
 };
 use consentry::vault::contacts::{open_row, seal_new, ContactPlain};
 use consentry::vault::Vault;
@@ -227,6 +228,7 @@ conformance!(
     batches_looked_up_ahead_see_every_later_write,
     list_members_are_counted_once,
     api_keys_round_trip,
+    users_and_invitations_round_trip,
     checkpoints_round_trip,
 );
 
@@ -1409,6 +1411,150 @@ async fn api_keys_round_trip(b: &Backend) {
         "api key",
     );
     assert_eq!(s.find_api_key(&theirs.id).await.unwrap().unwrap().revoked_at, None);
+}
+
+/// An invited user with their invitation (sealed values are opaque bytes here).
+fn invited_user(ws: &Ws, tag: u8, expires_in: i64) -> (UserRecord, InvitationRecord) {
+    let at = now();
+    let user = UserRecord {
+        id: Uuid::now_v7(),
+        workspace_id: ws.id.clone(),
+        email_bidx: vec![tag; 16],
+        user_key: vec![tag; 64],
+        email_ct: vec![tag; 40],
+        role: "marketer".into(),
+        list_ids: vec!["lst_a".into()],
+        password_hash: None,
+        status: UserStatus::Invited,
+        created_by: "cli".into(),
+        created_at: at,
+        updated_at: at,
+    };
+    let invitation = InvitationRecord {
+        token_hash: vec![tag; 32],
+        workspace_id: ws.id.clone(),
+        user_id: user.id,
+        created_at: at,
+        expires_at: at + expires_in,
+        used_at: None,
+    };
+    (user, invitation)
+}
+
+/// Users round-trip; an address has one user; an invitation is used once and
+/// not after it expires; disabling revokes the user's keys and is recorded once;
+/// removal deletes the user and their invitations; every change has its event.
+async fn users_and_invitations_round_trip(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    let hour = 3_600_000_000;
+    let (alice, alice_invite) = invited_user(&ws, 1, 72 * hour);
+    let (late, late_invite) = invited_user(&ws, 2, -1);
+    s.create_user(alice.clone(), alice_invite.clone(), draft(&ws, "user.invited"))
+        .await
+        .unwrap();
+    s.create_user(late.clone(), late_invite.clone(), draft(&ws, "user.invited"))
+        .await
+        .unwrap();
+    assert_eq!(head(b, &ws).await.action, "user.invited");
+    let (twin, twin_invite) = invited_user(&ws, 1, hour);
+    let before = head(b, &ws).await;
+    expect_conflict(s.create_user(twin, twin_invite, draft(&ws, "user.invited")).await, "email");
+    assert_eq!(head(b, &ws).await, before, "a refused user left an audit event");
+
+    assert_eq!(s.find_user(&ws.id, alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.find_user(&other.id, alice.id).await.unwrap(), None, "another workspace's user");
+    assert_eq!(s.find_user_by_email(&ws.id, &[1; 16]).await.unwrap(), Some(alice.clone()));
+    assert_eq!(s.find_user_by_email(&other.id, &[1; 16]).await.unwrap(), None);
+    assert_eq!(s.list_users(&ws.id).await.unwrap(), vec![alice.clone(), late.clone()]);
+    assert_eq!(s.list_users(&other.id).await.unwrap(), vec![]);
+    assert_eq!(s.find_invitation(&[1; 32]).await.unwrap(), Some(alice_invite.clone()));
+    assert_eq!(s.find_invitation(&[9; 32]).await.unwrap(), None);
+
+    // An invited user cannot be enabled before choosing a password.
+    expect_conflict(
+        s.set_user_status(&ws.id, alice.id, UserStatus::Active, now(), draft(&ws, "user.enabled"))
+            .await,
+        "user status",
+    );
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_string();
+    let accepted_at = now();
+    s.accept_invitation(&[1; 32], hash.clone(), accepted_at, draft(&ws, "user.invitation_accepted"))
+        .await
+        .unwrap();
+    let active = s.find_user(&ws.id, alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        (active.status, active.password_hash.as_deref(), active.updated_at),
+        (UserStatus::Active, Some(hash.as_str()), accepted_at)
+    );
+    assert_eq!(s.find_invitation(&[1; 32]).await.unwrap().unwrap().used_at, Some(accepted_at));
+    let accepted = head(b, &ws).await;
+    assert_eq!(accepted.action, "user.invitation_accepted");
+    for (token, what) in [([1; 32], "a used invitation"), ([2; 32], "an expired invitation")] {
+        match s
+            .accept_invitation(&token, hash.clone(), now(), draft(&ws, "user.invitation_accepted"))
+            .await
+        {
+            Err(StoreError::Ended("invitation")) => {}
+            other => panic!("{what} was accepted: {other:?}"),
+        }
+    }
+    expect_not_found(
+        s.accept_invitation(&[9; 32], hash.clone(), now(), draft(&ws, "user.invitation_accepted"))
+            .await,
+        "invitation",
+    );
+    assert_eq!(head(b, &ws).await, accepted, "refused invitations left audit events");
+    assert_eq!(s.find_user(&ws.id, late.id).await.unwrap().unwrap().status, UserStatus::Invited);
+
+    // Disabling revokes the keys the user created, once.
+    let mut theirs = api_key(&ws, "alice's", &[]);
+    theirs.created_by = format!("user:{}", alice.id);
+    let mine = api_key(&ws, "cli's", &[]);
+    for k in [&theirs, &mine] {
+        s.create_api_key(k.clone(), draft(&ws, "api_key.created")).await.unwrap();
+    }
+    let off = now();
+    assert!(s
+        .set_user_status(&ws.id, alice.id, UserStatus::Disabled, off, draft(&ws, "user.disabled"))
+        .await
+        .unwrap());
+    let disabled = head(b, &ws).await;
+    assert_eq!(disabled.action, "user.disabled");
+    assert!(!s
+        .set_user_status(&ws.id, alice.id, UserStatus::Disabled, now(), draft(&ws, "user.disabled"))
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await, disabled, "disabling twice recorded twice");
+    assert_eq!(s.find_user(&ws.id, alice.id).await.unwrap().unwrap().status, UserStatus::Disabled);
+    assert_eq!(s.find_api_key(&theirs.id).await.unwrap().unwrap().revoked_at, Some(off));
+    assert_eq!(s.find_api_key(&mine.id).await.unwrap().unwrap().revoked_at, None, "only their keys");
+    assert!(s
+        .set_user_status(&ws.id, alice.id, UserStatus::Active, now(), draft(&ws, "user.enabled"))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.find_api_key(&theirs.id).await.unwrap().unwrap().revoked_at,
+        Some(off),
+        "enabling revives no key"
+    );
+    expect_not_found(
+        s.set_user_status(&other.id, alice.id, UserStatus::Disabled, now(), draft(&other, "user.disabled"))
+            .await,
+        "user",
+    );
+
+    // Removal deletes the user and their invitations; another workspace cannot.
+    expect_not_found(
+        s.remove_user(&other.id, late.id, now(), draft(&other, "user.removed")).await,
+        "user",
+    );
+    s.remove_user(&ws.id, late.id, now(), draft(&ws, "user.removed")).await.unwrap();
+    assert_eq!(head(b, &ws).await.action, "user.removed");
+    assert_eq!(s.find_user(&ws.id, late.id).await.unwrap(), None);
+    assert_eq!(s.find_invitation(&[2; 32]).await.unwrap(), None);
+    expect_not_found(s.remove_user(&ws.id, late.id, now(), draft(&ws, "user.removed")).await, "user");
+    assert_eq!(s.list_users(&ws.id).await.unwrap().len(), 1);
 }
 
 /// Checkpoints come back per workspace, in sequence order, with signatures that

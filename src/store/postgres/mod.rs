@@ -9,6 +9,7 @@ mod contacts;
 mod imports;
 pub mod tls;
 pub mod transfer;
+mod users;
 
 use super::*;
 use crate::audit::{AuditDraft, AuditEvent, Checkpoint};
@@ -16,7 +17,10 @@ use anyhow::Context;
 use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::error::SqlState;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/postgres/0001_vault.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/postgres/0001_vault.sql")),
+    (2, include_str!("../../../migrations/postgres/0002_users.sql")),
+];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
 const MIGRATION_LOCK: i64 = 0x636f_6e73_656e_7472;
@@ -210,7 +214,7 @@ pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
         let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or_default().to_string();
         let field = match constraint.as_str() {
-            "contacts_email" => "email",
+            "contacts_email" | "users_email" => "email",
             "contacts_phone" => "phone",
             "lists_workspace_name" => "list name",
             "attributes_pkey" => "attribute",
@@ -449,6 +453,58 @@ impl Store for PostgresStore {
         .await
         .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn create_user(&self, user: UserRecord, invitation: InvitationRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::create(&*tx, &user, &invitation, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_user(&self, workspace_id: &str, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        users::find(&**self.client().await?, workspace_id, id).await
+    }
+
+    async fn find_user_by_email(&self, workspace_id: &str, email_bidx: &[u8]) -> StoreResult<Option<UserRecord>> {
+        users::find_by_email(&**self.client().await?, workspace_id, email_bidx).await
+    }
+
+    async fn list_users(&self, workspace_id: &str) -> StoreResult<Vec<UserRecord>> {
+        users::list(&**self.client().await?, workspace_id).await
+    }
+
+    async fn find_invitation(&self, token_hash: &[u8]) -> StoreResult<Option<InvitationRecord>> {
+        users::find_invitation(&**self.client().await?, token_hash).await
+    }
+
+    async fn accept_invitation(&self, token_hash: &[u8], password_hash: String, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::accept_invitation(&*tx, token_hash, &password_hash, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn set_user_status(
+        &self,
+        workspace_id: &str,
+        id: Uuid,
+        status: UserStatus,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let changed = users::set_status(&*tx, workspace_id, id, status, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(changed)
+    }
+
+    async fn remove_user(&self, workspace_id: &str, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::remove(&*tx, workspace_id, id, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

@@ -17,6 +17,8 @@ const TABLES: &[&str] = &[
     "workspaces",
     "workspace_keys",
     "api_keys",
+    "users",
+    "user_invitations",
     "attributes",
     "contacts",
     "lists",

@@ -6,6 +6,7 @@ mod audit;
 mod checkpointer;
 mod contacts;
 mod imports;
+mod users;
 mod writer;
 
 use super::*;
@@ -18,7 +19,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use writer::Writer;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_vault.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_vault.sql")),
+    (2, include_str!("../../../migrations/sqlite/0002_users.sql")),
+];
 const READERS: usize = 4;
 
 /// The SQLite store.
@@ -356,6 +360,50 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn create_user(&self, user: UserRecord, invitation: InvitationRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        self.write(move |c| users::create(c, &user, &invitation, &audit_draft)).await
+    }
+
+    async fn find_user(&self, workspace_id: &str, id: Uuid) -> StoreResult<Option<UserRecord>> {
+        self.read_point(|c| users::find(c, workspace_id, id)).await
+    }
+
+    async fn find_user_by_email(&self, workspace_id: &str, email_bidx: &[u8]) -> StoreResult<Option<UserRecord>> {
+        self.read_point(|c| users::find_by_email(c, workspace_id, email_bidx)).await
+    }
+
+    async fn list_users(&self, workspace_id: &str) -> StoreResult<Vec<UserRecord>> {
+        let ws = workspace_id.to_string();
+        self.read(move |c| users::list(c, &ws)).await
+    }
+
+    async fn find_invitation(&self, token_hash: &[u8]) -> StoreResult<Option<InvitationRecord>> {
+        self.read_point(|c| users::find_invitation(c, token_hash)).await
+    }
+
+    async fn accept_invitation(&self, token_hash: &[u8], password_hash: String, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let token_hash = token_hash.to_vec();
+        self.write(move |c| users::accept_invitation(c, &token_hash, &password_hash, at, &audit_draft))
+            .await
+    }
+
+    async fn set_user_status(
+        &self,
+        workspace_id: &str,
+        id: Uuid,
+        status: UserStatus,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::set_status(c, &ws, id, status, at, &audit_draft)).await
+    }
+
+    async fn remove_user(&self, workspace_id: &str, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::remove(c, &ws, id, at, &audit_draft)).await
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

@@ -1,0 +1,226 @@
+//! Users and their invitations in the PostgreSQL backend.
+
+use super::{audit, map_err};
+use crate::audit::AuditDraft;
+use crate::store::{InvitationRecord, StoreError, StoreResult, UserRecord, UserStatus};
+use tokio_postgres::{GenericClient, Row};
+use uuid::Uuid;
+
+pub const USER_COLUMNS: &str =
+    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at";
+const INVITATION_COLUMNS: &str = "token_hash, workspace_id, user_id, created_at, expires_at, used_at";
+
+fn malformed(what: &str) -> StoreError {
+    StoreError::Backend(anyhow::anyhow!("a stored user has a malformed {what}"))
+}
+
+pub fn user_from_row(r: &Row) -> StoreResult<UserRecord> {
+    let id: &[u8] = r.try_get(0).map_err(map_err)?;
+    let lists: String = r.try_get(6).map_err(map_err)?;
+    let status: String = r.try_get(8).map_err(map_err)?;
+    Ok(UserRecord {
+        id: Uuid::from_slice(id).map_err(|_| malformed("id"))?,
+        workspace_id: r.try_get(1).map_err(map_err)?,
+        email_bidx: r.try_get(2).map_err(map_err)?,
+        user_key: r.try_get(3).map_err(map_err)?,
+        email_ct: r.try_get(4).map_err(map_err)?,
+        role: r.try_get(5).map_err(map_err)?,
+        list_ids: serde_json::from_str(&lists).map_err(|_| malformed("list of lists"))?,
+        password_hash: r.try_get(7).map_err(map_err)?,
+        status: UserStatus::parse(&status).ok_or_else(|| malformed("status"))?,
+        created_by: r.try_get(9).map_err(map_err)?,
+        created_at: r.try_get(10).map_err(map_err)?,
+        updated_at: r.try_get(11).map_err(map_err)?,
+    })
+}
+
+fn invitation_from_row(r: &Row) -> StoreResult<InvitationRecord> {
+    let id: &[u8] = r.try_get(2).map_err(map_err)?;
+    Ok(InvitationRecord {
+        token_hash: r.try_get(0).map_err(map_err)?,
+        workspace_id: r.try_get(1).map_err(map_err)?,
+        user_id: Uuid::from_slice(id).map_err(|_| malformed("id"))?,
+        created_at: r.try_get(3).map_err(map_err)?,
+        expires_at: r.try_get(4).map_err(map_err)?,
+        used_at: r.try_get(5).map_err(map_err)?,
+    })
+}
+
+pub async fn create<C: GenericClient>(c: &C, user: &UserRecord, invitation: &InvitationRecord, draft: &AuditDraft) -> StoreResult<()> {
+    let lists = serde_json::to_string(&user.list_ids).unwrap_or_else(|_| "[]".into());
+    c.execute(
+        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
+        &[
+            &user.id.as_bytes().as_slice(),
+            &user.workspace_id,
+            &user.email_bidx,
+            &user.user_key,
+            &user.email_ct,
+            &user.role,
+            &lists,
+            &user.password_hash,
+            &user.status.as_str(),
+            &user.created_by,
+            &user.created_at,
+            &user.updated_at,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    c.execute(
+        &format!("INSERT INTO user_invitations ({INVITATION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"),
+        &[
+            &invitation.token_hash,
+            &invitation.workspace_id,
+            &invitation.user_id.as_bytes().as_slice(),
+            &invitation.created_at,
+            &invitation.expires_at,
+            &invitation.used_at,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn find<C: GenericClient>(c: &C, ws: &str, id: Uuid) -> StoreResult<Option<UserRecord>> {
+    c.query_opt(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE workspace_id = $1 AND id = $2"),
+        &[&ws, &id.as_bytes().as_slice()],
+    )
+    .await
+    .map_err(map_err)?
+    .as_ref()
+    .map(user_from_row)
+    .transpose()
+}
+
+pub async fn find_by_email<C: GenericClient>(c: &C, ws: &str, bidx: &[u8]) -> StoreResult<Option<UserRecord>> {
+    c.query_opt(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE email_bidx = $1 AND workspace_id = $2"),
+        &[&bidx, &ws],
+    )
+    .await
+    .map_err(map_err)?
+    .as_ref()
+    .map(user_from_row)
+    .transpose()
+}
+
+pub async fn list<C: GenericClient>(c: &C, ws: &str) -> StoreResult<Vec<UserRecord>> {
+    c.query(
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE workspace_id = $1 ORDER BY created_at, id"),
+        &[&ws],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(user_from_row)
+    .collect()
+}
+
+pub async fn find_invitation<C: GenericClient>(c: &C, token_hash: &[u8]) -> StoreResult<Option<InvitationRecord>> {
+    c.query_opt(
+        &format!("SELECT {INVITATION_COLUMNS} FROM user_invitations WHERE token_hash = $1"),
+        &[&token_hash],
+    )
+    .await
+    .map_err(map_err)?
+    .as_ref()
+    .map(invitation_from_row)
+    .transpose()
+}
+
+pub async fn accept_invitation<C: GenericClient>(
+    c: &C,
+    token_hash: &[u8],
+    password_hash: &str,
+    at: i64,
+    draft: &AuditDraft,
+) -> StoreResult<()> {
+    let used = c
+        .query_opt(
+            "UPDATE user_invitations SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2
+             RETURNING workspace_id, user_id",
+            &[&token_hash, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    let Some(used) = used else {
+        return Err(match find_invitation(c, token_hash).await? {
+            Some(_) => StoreError::Ended("invitation"),
+            None => StoreError::NotFound("invitation"),
+        });
+    };
+    let (ws, user_id): (String, Vec<u8>) = (used.get(0), used.get(1));
+    let activated = c
+        .execute(
+            "UPDATE users SET password_hash = $3, status = 'active', updated_at = $4 WHERE workspace_id = $1 AND id = $2 AND status = 'invited'",
+            &[&ws, &user_id, &password_hash, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    if activated == 0 {
+        return Err(StoreError::Ended("invitation"));
+    }
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+/// Revokes the API keys a user created (disable and removal).
+async fn revoke_keys_of<C: GenericClient>(c: &C, ws: &str, id: Uuid, at: i64) -> StoreResult<u64> {
+    c.execute(
+        "UPDATE api_keys SET revoked_at = $3 WHERE workspace_id = $1 AND created_by = $2 AND revoked_at IS NULL",
+        &[&ws, &format!("user:{id}"), &at],
+    )
+    .await
+    .map_err(map_err)
+}
+
+pub async fn set_status<C: GenericClient>(c: &C, ws: &str, id: Uuid, status: UserStatus, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {USER_COLUMNS} FROM users WHERE workspace_id = $1 AND id = $2 FOR UPDATE"),
+            &[&ws, &id.as_bytes().as_slice()],
+        )
+        .await
+        .map_err(map_err)?;
+    let user = row.as_ref().map(user_from_row).transpose()?.ok_or(StoreError::NotFound("user"))?;
+    if user.status == status {
+        return Ok(false);
+    }
+    if status == UserStatus::Invited || (status == UserStatus::Active && user.password_hash.is_none()) {
+        return Err(StoreError::Conflict { field: "user status" });
+    }
+    c.execute(
+        "UPDATE users SET status = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2",
+        &[&ws, &id.as_bytes().as_slice(), &status.as_str(), &at],
+    )
+    .await
+    .map_err(map_err)?;
+    if status == UserStatus::Disabled {
+        revoke_keys_of(c, ws, id, at).await?;
+    }
+    audit::append(c, draft).await?;
+    Ok(true)
+}
+
+pub async fn remove<C: GenericClient>(c: &C, ws: &str, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    revoke_keys_of(c, ws, id, at).await?;
+    c.execute("DELETE FROM user_invitations WHERE user_id = $1", &[&id.as_bytes().as_slice()])
+        .await
+        .map_err(map_err)?;
+    let n = c
+        .execute(
+            "DELETE FROM users WHERE workspace_id = $1 AND id = $2",
+            &[&ws, &id.as_bytes().as_slice()],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    audit::append(c, draft).await?;
+    Ok(())
+}

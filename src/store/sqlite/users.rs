@@ -1,0 +1,182 @@
+//! Users and their invitations in the SQLite backend.
+
+use super::{audit, map_err};
+use crate::audit::AuditDraft;
+use crate::store::{InvitationRecord, StoreError, StoreResult, UserRecord, UserStatus};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use uuid::Uuid;
+
+pub const USER_COLUMNS: &str =
+    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at";
+
+pub fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
+    let id: Vec<u8> = r.get(0)?;
+    let lists: String = r.get(6)?;
+    let status: String = r.get(8)?;
+    let bad =
+        |what: &str| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, format!("malformed user {what}").into());
+    Ok(UserRecord {
+        id: Uuid::from_slice(&id).map_err(|_| bad("id"))?,
+        workspace_id: r.get(1)?,
+        email_bidx: r.get(2)?,
+        user_key: r.get(3)?,
+        email_ct: r.get(4)?,
+        role: r.get(5)?,
+        list_ids: serde_json::from_str(&lists).map_err(|_| bad("lists"))?,
+        password_hash: r.get(7)?,
+        status: UserStatus::parse(&status).ok_or_else(|| bad("status"))?,
+        created_by: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+    })
+}
+
+fn invitation_from_row(r: &Row<'_>) -> rusqlite::Result<InvitationRecord> {
+    let id: Vec<u8> = r.get(2)?;
+    Ok(InvitationRecord {
+        token_hash: r.get(0)?,
+        workspace_id: r.get(1)?,
+        user_id: Uuid::from_slice(&id)
+            .map_err(|_| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Blob, "malformed user id".into()))?,
+        created_at: r.get(3)?,
+        expires_at: r.get(4)?,
+        used_at: r.get(5)?,
+    })
+}
+
+pub fn create(c: &Connection, user: &UserRecord, invitation: &InvitationRecord, draft: &AuditDraft) -> StoreResult<()> {
+    c.execute(
+        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        params![
+            user.id.as_bytes().as_slice(),
+            user.workspace_id,
+            user.email_bidx,
+            user.user_key,
+            user.email_ct,
+            user.role,
+            serde_json::to_string(&user.list_ids).unwrap_or_else(|_| "[]".into()),
+            user.password_hash,
+            user.status.as_str(),
+            user.created_by,
+            user.created_at,
+            user.updated_at
+        ],
+    )
+    .map_err(map_err)?;
+    c.execute(
+        "INSERT INTO user_invitations (token_hash, workspace_id, user_id, created_at, expires_at, used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            invitation.token_hash,
+            invitation.workspace_id,
+            invitation.user_id.as_bytes().as_slice(),
+            invitation.created_at,
+            invitation.expires_at,
+            invitation.used_at
+        ],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn find(c: &Connection, ws: &str, id: Uuid) -> rusqlite::Result<Option<UserRecord>> {
+    c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE workspace_id = ?1 AND id = ?2"))?
+        .query_row(params![ws, id.as_bytes().as_slice()], user_from_row)
+        .optional()
+}
+
+pub fn find_by_email(c: &Connection, ws: &str, bidx: &[u8]) -> rusqlite::Result<Option<UserRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email_bidx = ?1 AND workspace_id = ?2"
+    ))?
+    .query_row(params![bidx, ws], user_from_row)
+    .optional()
+}
+
+pub fn list(c: &Connection, ws: &str) -> rusqlite::Result<Vec<UserRecord>> {
+    let mut s = c.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE workspace_id = ?1 ORDER BY created_at, id"
+    ))?;
+    let rows = s.query_map([ws], user_from_row)?;
+    rows.collect()
+}
+
+pub fn find_invitation(c: &Connection, token_hash: &[u8]) -> rusqlite::Result<Option<InvitationRecord>> {
+    c.prepare_cached(
+        "SELECT token_hash, workspace_id, user_id, created_at, expires_at, used_at FROM user_invitations WHERE token_hash = ?1",
+    )?
+    .query_row([token_hash], invitation_from_row)
+    .optional()
+}
+
+pub fn accept_invitation(c: &Connection, token_hash: &[u8], password_hash: &str, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    let invitation = find_invitation(c, token_hash)
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound("invitation"))?;
+    let used = c
+        .execute(
+            "UPDATE user_invitations SET used_at = ?2 WHERE token_hash = ?1 AND used_at IS NULL AND expires_at > ?2",
+            params![token_hash, at],
+        )
+        .map_err(map_err)?;
+    if used == 0 {
+        return Err(StoreError::Ended("invitation"));
+    }
+    let activated = c
+        .execute(
+            "UPDATE users SET password_hash = ?3, status = 'active', updated_at = ?4 WHERE workspace_id = ?1 AND id = ?2 AND status = 'invited'",
+            params![invitation.workspace_id, invitation.user_id.as_bytes().as_slice(), password_hash, at],
+        )
+        .map_err(map_err)?;
+    if activated == 0 {
+        return Err(StoreError::Ended("invitation"));
+    }
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+/// Revokes the API keys a user created (disable and removal).
+fn revoke_keys_of(c: &Connection, ws: &str, id: Uuid, at: i64) -> StoreResult<usize> {
+    c.execute(
+        "UPDATE api_keys SET revoked_at = ?3 WHERE workspace_id = ?1 AND created_by = ?2 AND revoked_at IS NULL",
+        params![ws, format!("user:{id}"), at],
+    )
+    .map_err(map_err)
+}
+
+pub fn set_status(c: &Connection, ws: &str, id: Uuid, status: UserStatus, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let user = find(c, ws, id).map_err(map_err)?.ok_or(StoreError::NotFound("user"))?;
+    if user.status == status {
+        return Ok(false);
+    }
+    if status == UserStatus::Invited || (status == UserStatus::Active && user.password_hash.is_none()) {
+        return Err(StoreError::Conflict { field: "user status" });
+    }
+    c.execute(
+        "UPDATE users SET status = ?3, updated_at = ?4 WHERE workspace_id = ?1 AND id = ?2",
+        params![ws, id.as_bytes().as_slice(), status.as_str(), at],
+    )
+    .map_err(map_err)?;
+    if status == UserStatus::Disabled {
+        revoke_keys_of(c, ws, id, at)?;
+    }
+    audit::append(c, draft)?;
+    Ok(true)
+}
+
+pub fn remove(c: &Connection, ws: &str, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    revoke_keys_of(c, ws, id, at)?;
+    c.execute("DELETE FROM user_invitations WHERE user_id = ?1", [id.as_bytes().as_slice()])
+        .map_err(map_err)?;
+    let n = c
+        .execute(
+            "DELETE FROM users WHERE workspace_id = ?1 AND id = ?2",
+            params![ws, id.as_bytes().as_slice()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    audit::append(c, draft)?;
+    Ok(())
+}
