@@ -114,6 +114,21 @@ pub trait Store: Send + Sync + 'static {
     /// revokes every API key they created.
     async fn remove_user(&self, workspace_id: &str, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<()>;
 
+    /// Replaces a user's password hash (a rehash with today's costs at sign-in).
+    async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()>;
+
+    // Sessions
+
+    async fn create_session(&self, session: SessionRecord, audit: AuditDraft) -> StoreResult<()>;
+    /// A session by the hash of its token, with its user, in any workspace.
+    async fn find_session(&self, token_hash: &[u8]) -> StoreResult<Option<(SessionRecord, UserRecord)>>;
+    /// Records activity (best effort, not audited).
+    async fn touch_session(&self, id: Uuid, at: i64) -> StoreResult<()>;
+    /// A user's sessions that have not ended, newest first.
+    async fn list_sessions(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Vec<SessionRecord>>;
+    /// Ends one of a user's sessions; `false` (and no event) when it had ended.
+    async fn end_session(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+
     // Attribute schema
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>>;

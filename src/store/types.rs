@@ -103,6 +103,21 @@ pub struct InvitationRecord {
     pub used_at: Option<i64>,
 }
 
+/// A signed-in user's session (only the hash of its token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub token_hash: Vec<u8>,
+    pub workspace_id: String,
+    pub user_id: Uuid,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    /// The absolute end, whatever the activity.
+    pub expires_at: i64,
+    pub ended_at: Option<i64>,
+    pub ip_hash: Option<String>,
+}
+
 /// One attribute of a workspace schema.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttributeDef {

@@ -9,6 +9,7 @@ pub mod consents;
 pub mod contacts;
 pub mod exports;
 pub mod lists;
+pub mod sessions;
 pub mod users;
 
 use crate::access::AccessError;

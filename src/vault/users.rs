@@ -54,7 +54,7 @@ fn invitation_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-fn user_email_index(keys: &WorkspaceKeys, email: &EmailAddress) -> Vec<u8> {
+pub(crate) fn user_email_index(keys: &WorkspaceKeys, email: &EmailAddress) -> Vec<u8> {
     keys.blind_index("user_email", email.normalized()).to_vec()
 }
 
@@ -63,7 +63,7 @@ fn open_email(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<String> {
     Ok(cipher.open_text(FieldName::UserEmail, &user.email_ct)?)
 }
 
-fn view(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<UserView> {
+pub(crate) fn user_view(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<UserView> {
     Ok(UserView {
         id: user.id.to_string(),
         email: open_email(keys, user)?,
@@ -157,7 +157,7 @@ impl Vault {
             .await
             .map_err(conflict_as_user)?;
         Ok(Invitation {
-            user: view(&keys, &user)?,
+            user: user_view(&keys, &user)?,
             token: SecretString::from(token),
             expires_at: rfc3339(invitation.expires_at),
         })
@@ -198,7 +198,7 @@ impl Vault {
             .find_user(&invitation.workspace_id, invitation.user_id)
             .await?
             .ok_or(VaultError::NotFound("user"))?;
-        view(&keys, &user)
+        user_view(&keys, &user)
     }
 
     /// The workspace's users, oldest first.
@@ -209,14 +209,14 @@ impl Vault {
             .list_users(&p.workspace_id)
             .await?
             .iter()
-            .map(|u| view(&keys, u))
+            .map(|u| user_view(&keys, u))
             .collect()
     }
 
     pub async fn get_user(&self, p: &Principal, id: &str) -> VaultResult<UserView> {
         p.require(Permission::UsersManage)?;
         let user = self.managed_user(p, id).await?;
-        view(&*self.keys(&p.workspace_id).await?, &user)
+        user_view(&*self.keys(&p.workspace_id).await?, &user)
     }
 
     /// Disables a user (their API keys are revoked with it) or enables them

@@ -20,8 +20,8 @@ use consentry::store::postgres::PostgresStore;
 use consentry::store::sqlite::SqliteStore;
 use consentry::store::{
     ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, IdentifierKind, ImportCounts, ImportJob,
-    ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, Store, StoreError, StoreResult,
-    UserRecord, UserStatus,
+    ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, SessionRecord, Store, StoreError,
+    StoreResult, UserRecord, UserStatus,
 };
 use consentry::vault::contacts::{open_row, seal_new, ContactPlain};
 use consentry::vault::Vault;
@@ -229,6 +229,7 @@ conformance!(
     list_members_are_counted_once,
     api_keys_round_trip,
     users_and_invitations_round_trip,
+    sessions_round_trip,
     checkpoints_round_trip,
 );
 
@@ -1555,6 +1556,87 @@ async fn users_and_invitations_round_trip(b: &Backend) {
     assert_eq!(s.find_invitation(&[2; 32]).await.unwrap(), None);
     expect_not_found(s.remove_user(&ws.id, late.id, now(), draft(&ws, "user.removed")).await, "user");
     assert_eq!(s.list_users(&ws.id).await.unwrap().len(), 1);
+}
+
+fn session_of(user: &UserRecord, tag: u8) -> SessionRecord {
+    let at = now();
+    SessionRecord {
+        id: Uuid::now_v7(),
+        token_hash: vec![tag; 32],
+        workspace_id: user.workspace_id.clone(),
+        user_id: user.id,
+        created_at: at,
+        last_seen_at: at,
+        expires_at: at + 3_600_000_000,
+        ended_at: None,
+        ip_hash: Some("ip".into()),
+    }
+}
+
+/// Sessions are found by token hash with their user, list newest first, end
+/// once with one event, end all at once when their user is disabled, and go
+/// with a removed user; a rehash replaces the stored hash.
+async fn sessions_round_trip(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    let (user, invite) = invited_user(&ws, 3, 3_600_000_000);
+    s.create_user(user.clone(), invite, draft(&ws, "user.invited")).await.unwrap();
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_string();
+    s.accept_invitation(&[3; 32], hash, now(), draft(&ws, "user.invitation_accepted"))
+        .await
+        .unwrap();
+    let rehashed = "$argon2id$v=19$m=19456,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_string();
+    s.update_password_hash(&ws.id, user.id, rehashed.clone(), now()).await.unwrap();
+    let user = s.find_user(&ws.id, user.id).await.unwrap().unwrap();
+    assert_eq!(user.password_hash.as_deref(), Some(rehashed.as_str()));
+    expect_not_found(s.update_password_hash(&other.id, user.id, rehashed.clone(), now()).await, "user");
+
+    let (first, second) = (session_of(&user, 1), session_of(&user, 2));
+    for session in [&first, &second] {
+        s.create_session(session.clone(), draft(&ws, "user.signed_in")).await.unwrap();
+    }
+    assert_eq!(head(b, &ws).await.action, "user.signed_in");
+    assert_eq!(s.find_session(&[1; 32]).await.unwrap(), Some((first.clone(), user.clone())));
+    assert_eq!(s.find_session(&[9; 32]).await.unwrap(), None);
+    let later = first.last_seen_at + 5_000_000;
+    s.touch_session(first.id, later).await.unwrap();
+    s.touch_session(first.id, later - 1).await.unwrap();
+    assert_eq!(
+        s.find_session(&[1; 32]).await.unwrap().unwrap().0.last_seen_at,
+        later,
+        "activity never goes back"
+    );
+    let listed: Vec<Uuid> = s.list_sessions(&ws.id, user.id).await.unwrap().iter().map(|x| x.id).collect();
+    assert_eq!(listed, vec![second.id, first.id], "newest first");
+    assert_eq!(s.list_sessions(&other.id, user.id).await.unwrap(), vec![]);
+
+    assert!(s
+        .end_session(&ws.id, user.id, first.id, now(), draft(&ws, "user.session_ended"))
+        .await
+        .unwrap());
+    let ended = head(b, &ws).await;
+    assert_eq!(ended.action, "user.session_ended");
+    assert!(!s
+        .end_session(&ws.id, user.id, first.id, now(), draft(&ws, "user.session_ended"))
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await, ended, "ending twice recorded twice");
+    expect_not_found(
+        s.end_session(&ws.id, random_id(), second.id, now(), draft(&ws, "user.session_ended"))
+            .await,
+        "session",
+    );
+    assert!(s.find_session(&[1; 32]).await.unwrap().unwrap().0.ended_at.is_some());
+
+    // Disabling ends every session at once; removal takes them away.
+    let off = now();
+    s.set_user_status(&ws.id, user.id, UserStatus::Disabled, off, draft(&ws, "user.disabled"))
+        .await
+        .unwrap();
+    assert_eq!(s.find_session(&[2; 32]).await.unwrap().unwrap().0.ended_at, Some(off));
+    assert_eq!(s.list_sessions(&ws.id, user.id).await.unwrap(), vec![]);
+    s.remove_user(&ws.id, user.id, now(), draft(&ws, "user.removed")).await.unwrap();
+    assert_eq!(s.find_session(&[2; 32]).await.unwrap(), None);
 }
 
 /// Checkpoints come back per workspace, in sequence order, with signatures that

@@ -220,3 +220,169 @@ mod rights {
         assert!(clock.now_micros() > 0);
     }
 }
+
+mod sign_in {
+    use consentry::access::password::{HashCost, PasswordHasher};
+    use consentry::access::Principal;
+    use consentry::clock::{Clock, FixedClock, SystemClock};
+    use consentry::crypto::MasterKey;
+    use consentry::store::sqlite::SqliteStore;
+    use consentry::vault::sessions::{SessionError, SESSION_IDLE_MICROS};
+    use consentry::vault::Vault;
+    use secrecy::{ExposeSecret, SecretString};
+    use std::sync::Arc;
+
+    const PASSWORD: &str = "river quartz lantern mosaic";
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        vault: Vault,
+        clock: Arc<FixedClock>,
+        ws: String,
+        user_id: String,
+    }
+
+    async fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("db")).unwrap());
+        let clock = Arc::new(FixedClock::new(SystemClock.now_micros()));
+        let vault = Vault::new(store, MasterKey::generate().unwrap(), clock.clone());
+        let ws = vault.create_workspace("t").await.unwrap().id;
+        let invited = vault
+            .invite_user(&Principal::operator(&ws), "Fenna@example.com", "marketer", &[])
+            .await
+            .unwrap();
+        vault.accept_invitation(&invited.token, &secret(PASSWORD)).await.unwrap();
+        Setup {
+            _dir: dir,
+            vault,
+            clock,
+            ws,
+            user_id: invited.user.id,
+        }
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_user_signs_in_and_the_session_stands_for_them() {
+        let t = setup().await;
+        let signed = t.vault.sign_in(None, "fenna@EXAMPLE.com", &secret(PASSWORD), None).await.unwrap();
+        let token = signed.token.expose_secret().to_string();
+        assert!(token.starts_with("css_") && token.len() > 40);
+        assert_eq!(signed.user.id, t.user_id);
+        let (p, session) = t.vault.authenticate_session(&token, None).await.unwrap();
+        assert_eq!(p.actor, format!("user:{}", t.user_id));
+        assert!(p.has(consentry::access::Permission::ContactsImport));
+        assert!(!p.has(consentry::access::Permission::UsersManage), "a marketer manages no users");
+        assert_eq!(session.id.to_string(), signed.session.id);
+        assert!(t.vault.csrf_matches(&t.ws, &token, &signed.csrf_token).await.unwrap());
+        assert!(!t.vault.csrf_matches(&t.ws, &token, "0000").await.unwrap());
+        let again = t
+            .vault
+            .sign_in(Some(&t.ws), "fenna@example.com", &secret(PASSWORD), None)
+            .await
+            .unwrap();
+        assert_ne!(again.token.expose_secret(), token, "every sign-in makes a new token");
+        assert_eq!(t.vault.list_my_sessions(&p).await.unwrap().len(), 2);
+        // Signing out ends this session only.
+        t.vault.end_my_session(&p, &signed.session.id).await.unwrap();
+        assert!(matches!(
+            t.vault.authenticate_session(&token, None).await,
+            Err(SessionError::Invalid)
+        ));
+        assert!(t.vault.authenticate_session(again.token.expose_secret(), None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn every_failed_sign_in_gives_the_same_answer() {
+        let t = setup().await;
+        let mut messages = Vec::new();
+        for (ws, email, password) in [
+            (None, "fenna@example.com", "wrong wrong wrong wrong"),
+            (None, "nobody@example.com", PASSWORD),
+            (None, "not an address", PASSWORD),
+            (Some("no-such-workspace"), "fenna@example.com", PASSWORD),
+        ] {
+            match t.vault.sign_in(ws, email, &secret(password), None).await {
+                Err(e @ SessionError::SignInRefused) => messages.push(e.to_string()),
+                other => panic!("{email:?} / {password:?}: {other:?}"),
+            }
+        }
+        messages.dedup();
+        assert_eq!(messages, vec!["the email address or the password is wrong".to_string()]);
+        let events = t.vault.audit_events(&Principal::operator(&t.ws), 0, 100).await.unwrap();
+        let failed = events.iter().filter(|e| e.action == "user.sign_in_failed").count();
+        assert_eq!(failed, 3, "each failure in this workspace is recorded");
+        assert!(events.iter().all(|e| !e.details.contains("fenna") && !e.details.contains("nobody")));
+    }
+
+    #[tokio::test]
+    async fn sessions_end_when_idle_at_their_limit_and_when_the_user_is_disabled() {
+        let t = setup().await;
+        let token = |s: &consentry::vault::sessions::SignedIn| s.token.expose_secret().to_string();
+        let idle = t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await.unwrap();
+        t.clock.advance(SESSION_IDLE_MICROS + 1);
+        assert!(matches!(
+            t.vault.authenticate_session(&token(&idle), None).await,
+            Err(SessionError::Invalid)
+        ));
+
+        // Active every 20 minutes, it still ends 12 hours after sign-in.
+        let busy = t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await.unwrap();
+        for _ in 0..35 {
+            t.clock.advance(20 * 60 * 1_000_000);
+            assert!(t.vault.authenticate_session(&token(&busy), None).await.is_ok());
+        }
+        t.clock.advance(20 * 60 * 1_000_000);
+        assert!(matches!(
+            t.vault.authenticate_session(&token(&busy), None).await,
+            Err(SessionError::Invalid)
+        ));
+
+        let current = t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await.unwrap();
+        let operator = Principal::operator(&t.ws);
+        t.vault.set_user_enabled(&operator, &t.user_id, false).await.unwrap();
+        assert!(matches!(
+            t.vault.authenticate_session(&token(&current), None).await,
+            Err(SessionError::Invalid)
+        ));
+        assert!(matches!(
+            t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await,
+            Err(SessionError::SignInRefused)
+        ));
+        t.vault.set_user_enabled(&operator, &t.user_id, true).await.unwrap();
+        assert!(
+            matches!(
+                t.vault.authenticate_session(&token(&current), None).await,
+                Err(SessionError::Invalid)
+            ),
+            "enabling again revives no session"
+        );
+        assert!(t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn signing_in_rehashes_a_password_hashed_with_lower_costs() {
+        let mut t = setup().await;
+        let stored = || async {
+            let users = t.vault.store.list_users(&t.ws).await.unwrap();
+            users[0].password_hash.clone().unwrap()
+        };
+        assert!(stored().await.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+        let raised = HashCost {
+            iterations: 3,
+            ..HashCost::default()
+        };
+        t.vault.passwords = Arc::new(PasswordHasher::new(raised, 1).unwrap());
+        t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await.unwrap();
+        let after = {
+            let users = t.vault.store.list_users(&t.ws).await.unwrap();
+            users[0].password_hash.clone().unwrap()
+        };
+        assert!(after.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"), "{after}");
+        t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await.unwrap();
+    }
+}

@@ -20,6 +20,7 @@ use tokio_postgres::error::SqlState;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_vault.sql")),
     (2, include_str!("../../../migrations/postgres/0002_users.sql")),
+    (3, include_str!("../../../migrations/postgres/0003_sessions.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -505,6 +506,37 @@ impl Store for PostgresStore {
         let tx = begin!(c);
         users::remove(&*tx, workspace_id, id, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()> {
+        users::update_password_hash(&**self.client().await?, workspace_id, user_id, &password_hash, at).await
+    }
+
+    async fn create_session(&self, session: SessionRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::create_session(&*tx, &session, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_session(&self, token_hash: &[u8]) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        users::find_session(&**self.client().await?, token_hash).await
+    }
+
+    async fn touch_session(&self, id: Uuid, at: i64) -> StoreResult<()> {
+        users::touch_session(&**self.client().await?, id, at).await
+    }
+
+    async fn list_sessions(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Vec<SessionRecord>> {
+        users::list_sessions(&**self.client().await?, workspace_id, user_id).await
+    }
+
+    async fn end_session(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let ended = users::end_session(&*tx, workspace_id, user_id, id, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(ended)
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

@@ -19,6 +19,7 @@ const TABLES: &[&str] = &[
     "api_keys",
     "users",
     "user_invitations",
+    "sessions",
     "attributes",
     "contacts",
     "lists",

@@ -1,8 +1,8 @@
-//! Users and their invitations in the PostgreSQL backend.
+//! Users, their invitations and their sessions in the PostgreSQL backend.
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, StoreError, StoreResult, UserRecord, UserStatus};
+use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, UserRecord, UserStatus};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -201,6 +201,12 @@ pub async fn set_status<C: GenericClient>(c: &C, ws: &str, id: Uuid, status: Use
     .map_err(map_err)?;
     if status == UserStatus::Disabled {
         revoke_keys_of(c, ws, id, at).await?;
+        c.execute(
+            "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
+            &[&id.as_bytes().as_slice(), &at],
+        )
+        .await
+        .map_err(map_err)?;
     }
     audit::append(c, draft).await?;
     Ok(true)
@@ -223,4 +229,119 @@ pub async fn remove<C: GenericClient>(c: &C, ws: &str, id: Uuid, at: i64, draft:
     }
     audit::append(c, draft).await?;
     Ok(())
+}
+
+pub async fn update_password_hash<C: GenericClient>(c: &C, ws: &str, id: Uuid, hash: &str, at: i64) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE users SET password_hash = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2 AND password_hash IS NOT NULL",
+            &[&ws, &id.as_bytes().as_slice(), &hash, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    Ok(())
+}
+
+const SESSION_COLUMNS: &str = "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash";
+
+fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
+    let id: &[u8] = r.try_get(0).map_err(map_err)?;
+    let user: &[u8] = r.try_get(3).map_err(map_err)?;
+    Ok(SessionRecord {
+        id: Uuid::from_slice(id).map_err(|_| malformed("session id"))?,
+        token_hash: r.try_get(1).map_err(map_err)?,
+        workspace_id: r.try_get(2).map_err(map_err)?,
+        user_id: Uuid::from_slice(user).map_err(|_| malformed("id"))?,
+        created_at: r.try_get(4).map_err(map_err)?,
+        last_seen_at: r.try_get(5).map_err(map_err)?,
+        expires_at: r.try_get(6).map_err(map_err)?,
+        ended_at: r.try_get(7).map_err(map_err)?,
+        ip_hash: r.try_get(8).map_err(map_err)?,
+    })
+}
+
+pub async fn create_session<C: GenericClient>(c: &C, session: &SessionRecord, draft: &AuditDraft) -> StoreResult<()> {
+    c.execute(
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+        &[
+            &session.id.as_bytes().as_slice(),
+            &session.token_hash,
+            &session.workspace_id,
+            &session.user_id.as_bytes().as_slice(),
+            &session.created_at,
+            &session.last_seen_at,
+            &session.expires_at,
+            &session.ended_at,
+            &session.ip_hash,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn find_session<C: GenericClient>(c: &C, token_hash: &[u8]) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+    let Some(row) = c
+        .query_opt(
+            &format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1"),
+            &[&token_hash],
+        )
+        .await
+        .map_err(map_err)?
+    else {
+        return Ok(None);
+    };
+    let session = session_from_row(&row)?;
+    Ok(find(c, &session.workspace_id, session.user_id).await?.map(|user| (session, user)))
+}
+
+pub async fn touch_session<C: GenericClient>(c: &C, id: Uuid, at: i64) -> StoreResult<()> {
+    c.execute(
+        "UPDATE sessions SET last_seen_at = GREATEST(last_seen_at, $2) WHERE id = $1",
+        &[&id.as_bytes().as_slice(), &at],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub async fn list_sessions<C: GenericClient>(c: &C, ws: &str, user: Uuid) -> StoreResult<Vec<SessionRecord>> {
+    c.query(
+        &format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE workspace_id = $1 AND user_id = $2 AND ended_at IS NULL ORDER BY created_at DESC, id DESC"
+        ),
+        &[&ws, &user.as_bytes().as_slice()],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(session_from_row)
+    .collect()
+}
+
+pub async fn end_session<C: GenericClient>(c: &C, ws: &str, user: Uuid, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let ids = [user.as_bytes().as_slice(), id.as_bytes().as_slice()];
+    let n = c
+        .execute(
+            "UPDATE sessions SET ended_at = $4 WHERE workspace_id = $1 AND user_id = $2 AND id = $3 AND ended_at IS NULL",
+            &[&ws, &ids[0], &ids[1], &at],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        let exists = c
+            .query_opt(
+                "SELECT 1 FROM sessions WHERE workspace_id = $1 AND user_id = $2 AND id = $3",
+                &[&ws, &ids[0], &ids[1]],
+            )
+            .await
+            .map_err(map_err)?;
+        return exists.map(|_| false).ok_or(StoreError::NotFound("session"));
+    }
+    audit::append(c, draft).await?;
+    Ok(true)
 }

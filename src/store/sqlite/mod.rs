@@ -22,6 +22,7 @@ use writer::Writer;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_vault.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_users.sql")),
+    (3, include_str!("../../../migrations/sqlite/0003_sessions.sql")),
 ];
 const READERS: usize = 4;
 
@@ -404,6 +405,34 @@ impl Store for SqliteStore {
     async fn remove_user(&self, workspace_id: &str, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
         let ws = workspace_id.to_string();
         self.write(move |c| users::remove(c, &ws, id, at, &audit_draft)).await
+    }
+
+    async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::update_password_hash(c, &ws, user_id, &password_hash, at))
+            .await
+    }
+
+    async fn create_session(&self, session: SessionRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        self.write(move |c| users::create_session(c, &session, &audit_draft)).await
+    }
+
+    async fn find_session(&self, token_hash: &[u8]) -> StoreResult<Option<(SessionRecord, UserRecord)>> {
+        self.read_point(|c| users::find_session(c, token_hash)).await
+    }
+
+    async fn touch_session(&self, id: Uuid, at: i64) -> StoreResult<()> {
+        self.write(move |c| users::touch_session(c, id, at)).await
+    }
+
+    async fn list_sessions(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Vec<SessionRecord>> {
+        let ws = workspace_id.to_string();
+        self.read(move |c| users::list_sessions(c, &ws, user_id)).await
+    }
+
+    async fn end_session(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::end_session(c, &ws, user_id, id, at, &audit_draft)).await
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

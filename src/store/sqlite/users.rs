@@ -1,8 +1,8 @@
-//! Users and their invitations in the SQLite backend.
+//! Users, their invitations and their sessions in the SQLite backend.
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, StoreError, StoreResult, UserRecord, UserStatus};
+use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, UserRecord, UserStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
@@ -159,6 +159,11 @@ pub fn set_status(c: &Connection, ws: &str, id: Uuid, status: UserStatus, at: i6
     .map_err(map_err)?;
     if status == UserStatus::Disabled {
         revoke_keys_of(c, ws, id, at)?;
+        c.execute(
+            "UPDATE sessions SET ended_at = ?2 WHERE user_id = ?1 AND ended_at IS NULL",
+            params![id.as_bytes().as_slice(), at],
+        )
+        .map_err(map_err)?;
     }
     audit::append(c, draft)?;
     Ok(true)
@@ -179,4 +184,106 @@ pub fn remove(c: &Connection, ws: &str, id: Uuid, at: i64, draft: &AuditDraft) -
     }
     audit::append(c, draft)?;
     Ok(())
+}
+
+pub fn update_password_hash(c: &Connection, ws: &str, id: Uuid, hash: &str, at: i64) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE users SET password_hash = ?3, updated_at = ?4 WHERE workspace_id = ?1 AND id = ?2 AND password_hash IS NOT NULL",
+            params![ws, id.as_bytes().as_slice(), hash, at],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    Ok(())
+}
+
+const SESSION_COLUMNS: &str = "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash";
+
+fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    let bad = |i: usize| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, "malformed session id".into());
+    let id: Vec<u8> = r.get(0)?;
+    let user: Vec<u8> = r.get(3)?;
+    Ok(SessionRecord {
+        id: Uuid::from_slice(&id).map_err(|_| bad(0))?,
+        token_hash: r.get(1)?,
+        workspace_id: r.get(2)?,
+        user_id: Uuid::from_slice(&user).map_err(|_| bad(3))?,
+        created_at: r.get(4)?,
+        last_seen_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        ended_at: r.get(7)?,
+        ip_hash: r.get(8)?,
+    })
+}
+
+pub fn create_session(c: &Connection, session: &SessionRecord, draft: &AuditDraft) -> StoreResult<()> {
+    c.execute(
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        params![
+            session.id.as_bytes().as_slice(),
+            session.token_hash,
+            session.workspace_id,
+            session.user_id.as_bytes().as_slice(),
+            session.created_at,
+            session.last_seen_at,
+            session.expires_at,
+            session.ended_at,
+            session.ip_hash
+        ],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn find_session(c: &Connection, token_hash: &[u8]) -> rusqlite::Result<Option<(SessionRecord, UserRecord)>> {
+    let Some(session) = c
+        .prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?1"))?
+        .query_row([token_hash], session_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    Ok(find(c, &session.workspace_id, session.user_id)?.map(|user| (session, user)))
+}
+
+pub fn touch_session(c: &Connection, id: Uuid, at: i64) -> StoreResult<()> {
+    c.execute(
+        "UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1",
+        params![id.as_bytes().as_slice(), at],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn list_sessions(c: &Connection, ws: &str, user: Uuid) -> rusqlite::Result<Vec<SessionRecord>> {
+    let mut s = c.prepare_cached(&format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE workspace_id = ?1 AND user_id = ?2 AND ended_at IS NULL ORDER BY created_at DESC, id DESC"
+    ))?;
+    let rows = s.query_map(params![ws, user.as_bytes().as_slice()], session_from_row)?;
+    rows.collect()
+}
+
+pub fn end_session(c: &Connection, ws: &str, user: Uuid, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE sessions SET ended_at = ?4 WHERE workspace_id = ?1 AND user_id = ?2 AND id = ?3 AND ended_at IS NULL",
+            params![ws, user.as_bytes().as_slice(), id.as_bytes().as_slice(), at],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        let exists = c
+            .query_row(
+                "SELECT 1 FROM sessions WHERE workspace_id = ?1 AND user_id = ?2 AND id = ?3",
+                params![ws, user.as_bytes().as_slice(), id.as_bytes().as_slice()],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(map_err)?;
+        return exists.map(|()| false).ok_or(StoreError::NotFound("session"));
+    }
+    audit::append(c, draft)?;
+    Ok(true)
 }

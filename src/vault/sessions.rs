@@ -1,0 +1,266 @@
+//! Signing in with a password, and the server-side sessions that follow.
+//!
+//! A session is an opaque 256-bit token (`css_...`) of which only the SHA-256 is
+//! stored. It ends 12 hours after sign-in whatever the activity, after 30 minutes
+//! without a request, when its user signs out or ends it, and at once when the
+//! user is disabled or removed. Every sign-in makes a new token. Requests made
+//! with the session cookie that change anything must also carry the session's
+//! CSRF token, a keyed hash of the session token that is never stored.
+//!
+//! A failed sign-in answers the same whether the address is unknown, the user
+//! is not active or the password is wrong, and takes as long: an unknown account
+//! is checked against a dummy hash of the same cost.
+
+use super::users::{user_email_index, user_view};
+use super::{Vault, VaultError, VaultResult};
+use crate::access::password::Verified;
+use crate::access::{parse_scopes, Principal};
+use crate::audit::{AuditDraft, Outcome};
+use crate::clock::rfc3339;
+use crate::crypto::random_bytes;
+use crate::domain::EmailAddress;
+use crate::store::{ListScope, SessionRecord, UserRecord, UserStatus};
+use base64::Engine;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// A session ends this long after sign-in, whatever the activity.
+pub const SESSION_ABSOLUTE_MICROS: i64 = 12 * 3_600 * 1_000_000;
+/// A session ends after this long without a request.
+pub const SESSION_IDLE_MICROS: i64 = 30 * 60 * 1_000_000;
+/// Activity is written at most this often per session.
+const TOUCH_EVERY_MICROS: i64 = 60 * 1_000_000;
+const SESSION_PREFIX: &str = "css_";
+
+/// Why a sign-in or a session was refused; one message each, whatever the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the email address or the password is wrong")]
+    SignInRefused,
+    #[error("the session is missing, unknown, ended or expired; sign in again")]
+    Invalid,
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+}
+
+/// A new session: the token goes into the cookie and is never shown again.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub session: SessionView,
+    pub token: SecretString,
+    pub csrf_token: String,
+    pub user: super::users::UserView,
+}
+
+/// A session as its user sees it (never its token).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: String,
+    pub last_seen_at: String,
+    /// When the session ends at the latest.
+    pub expires_at: String,
+}
+
+impl From<&SessionRecord> for SessionView {
+    fn from(s: &SessionRecord) -> Self {
+        SessionView {
+            id: s.id.to_string(),
+            created_at: rfc3339(s.created_at),
+            last_seen_at: rfc3339(s.last_seen_at),
+            expires_at: rfc3339(s.expires_at.min(s.last_seen_at + SESSION_IDLE_MICROS)),
+        }
+    }
+}
+
+fn session_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The user a session or a sign-in stands for, as a principal.
+fn principal_of(user: &UserRecord, ip_hash: Option<String>) -> Principal {
+    Principal {
+        workspace_id: user.workspace_id.clone(),
+        actor: format!("user:{}", user.id),
+        permissions: parse_scopes(&user.role).unwrap_or_default(),
+        lists: if user.list_ids.is_empty() {
+            ListScope::All
+        } else {
+            ListScope::Lists(user.list_ids.clone())
+        },
+        ip_hash,
+    }
+}
+
+impl Vault {
+    /// Signs a user in with their address and password. `workspace` may be left
+    /// out when the instance has one workspace.
+    pub async fn sign_in(
+        &self,
+        workspace: Option<&str>,
+        email: &str,
+        password: &SecretString,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<SignedIn, SessionError> {
+        let workspace_id = match workspace.map(str::trim).filter(|w| !w.is_empty()) {
+            Some(w) => w.to_string(),
+            None => {
+                let all = self.store.list_workspaces().await.map_err(VaultError::from)?;
+                match all.as_slice() {
+                    [only] => only.id.clone(),
+                    _ => {
+                        return Err(
+                            VaultError::invalid("workspace", "this server has several workspaces: name the one to sign in to").into(),
+                        );
+                    }
+                }
+            }
+        };
+        // An unknown workspace is answered like a wrong password, after as long.
+        let keys = match self.keys(&workspace_id).await {
+            Ok(k) => Some(k),
+            Err(VaultError::NotFound(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let user = match (&keys, EmailAddress::parse(email.trim())) {
+            (Some(keys), Ok(address)) => self
+                .store
+                .find_user_by_email(&workspace_id, &user_email_index(keys, &address))
+                .await
+                .map_err(VaultError::from)?,
+            _ => None,
+        };
+        let active = user.as_ref().filter(|u| u.status == UserStatus::Active);
+        let stored = active.and_then(|u| u.password_hash.as_deref());
+        let verified = self.passwords.verify(password, stored).await.map_err(VaultError::Internal)?;
+        let ip_hash = match (ip, &keys) {
+            (Some(ip), Some(_)) => self.ip_hash(&workspace_id, &ip).await,
+            _ => None,
+        };
+        let (Some(keys), Some(user), Verified::Valid { rehash }) = (keys, active, verified) else {
+            if self.keys(&workspace_id).await.is_ok() {
+                let mut draft = AuditDraft::new(&workspace_id, "anonymous", "user.sign_in_failed")
+                    .outcome(Outcome::Denied)
+                    .ip_hash(ip_hash);
+                if let Some(u) = &user {
+                    draft = draft.target(format!("user:{}", u.id));
+                }
+                self.store.record_audit(draft).await.map_err(VaultError::from)?;
+            }
+            return Err(SessionError::SignInRefused);
+        };
+        let now = self.now();
+        if rehash {
+            match self.passwords.hash(password).await {
+                Ok(phc) => {
+                    if let Err(e) = self.store.update_password_hash(&workspace_id, user.id, phc, now).await {
+                        tracing::warn!(error = %e, user = %user.id, "failed to store a rehashed password");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "failed to rehash a password"),
+            }
+        }
+        let token = format!(
+            "{SESSION_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+        );
+        let session = SessionRecord {
+            id: Uuid::now_v7(),
+            token_hash: session_hash(&token),
+            workspace_id: workspace_id.clone(),
+            user_id: user.id,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now + SESSION_ABSOLUTE_MICROS,
+            ended_at: None,
+            ip_hash: ip_hash.clone(),
+        };
+        let actor = format!("user:{}", user.id);
+        let draft = AuditDraft::new(&workspace_id, &actor, "user.signed_in")
+            .target(format!("session:{}", session.id))
+            .ip_hash(ip_hash);
+        self.store.create_session(session.clone(), draft).await.map_err(VaultError::from)?;
+        Ok(SignedIn {
+            session: (&session).into(),
+            csrf_token: hex::encode(keys.token_hash("csrf", token.as_bytes())),
+            token: SecretString::from(token),
+            user: user_view(&keys, user)?,
+        })
+    }
+
+    /// The principal a session token stands for, and its session.
+    pub async fn authenticate_session(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(Principal, SessionRecord), SessionError> {
+        if !token.starts_with(SESSION_PREFIX) {
+            return Err(SessionError::Invalid);
+        }
+        let (session, user) = self
+            .store
+            .find_session(&session_hash(token))
+            .await
+            .map_err(VaultError::from)?
+            .ok_or(SessionError::Invalid)?;
+        let now = self.now();
+        let live = session.ended_at.is_none()
+            && now < session.expires_at
+            && now - session.last_seen_at < SESSION_IDLE_MICROS
+            && user.status == UserStatus::Active;
+        if !live {
+            return Err(SessionError::Invalid);
+        }
+        if now - session.last_seen_at > TOUCH_EVERY_MICROS {
+            if let Err(e) = self.store.touch_session(session.id, now).await {
+                tracing::warn!(error = %e, session = %session.id, "failed to record session activity");
+            }
+        }
+        let ip_hash = match ip {
+            Some(ip) => self.ip_hash(&session.workspace_id, &ip).await,
+            None => None,
+        };
+        Ok((principal_of(&user, ip_hash), session))
+    }
+
+    /// Whether `presented` is the CSRF token of the session with this token.
+    pub async fn csrf_matches(&self, workspace_id: &str, token: &str, presented: &str) -> VaultResult<bool> {
+        let keys = self.keys(workspace_id).await?;
+        let expected = hex::encode(keys.token_hash("csrf", token.as_bytes()));
+        Ok(expected.as_bytes().ct_eq(presented.trim().as_bytes()).into())
+    }
+
+    /// The signed-in user's sessions that have not ended, newest first.
+    pub async fn list_my_sessions(&self, p: &Principal) -> VaultResult<Vec<SessionView>> {
+        let user = signed_in_user(p)?;
+        Ok(self
+            .store
+            .list_sessions(&p.workspace_id, user)
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Ends one of the signed-in user's sessions (signing out ends the current one).
+    pub async fn end_my_session(&self, p: &Principal, session_id: &str) -> VaultResult<()> {
+        let user = signed_in_user(p)?;
+        let id = Uuid::parse_str(session_id.trim()).map_err(|_| VaultError::NotFound("session"))?;
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "user.session_ended")
+            .target(format!("session:{id}"))
+            .ip_hash(p.ip_hash.clone());
+        self.store.end_session(&p.workspace_id, user, id, self.now(), draft).await?;
+        Ok(())
+    }
+}
+
+/// The user behind a principal signed in with a session.
+fn signed_in_user(p: &Principal) -> VaultResult<Uuid> {
+    p.actor
+        .strip_prefix("user:")
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .ok_or_else(|| VaultError::BadRequest("sessions belong to signed-in users; an API key has none".into()))
+}
