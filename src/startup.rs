@@ -46,6 +46,8 @@ pub fn app(state: AppState) -> Router {
         .merge(http::imports::router(state.settings.import_body_limit))
         .merge(http::exports::router())
         .merge(http::keys::router())
+        .merge(http::sessions::router())
+        .merge(http::users::router())
         .merge(http::audit::router());
     Router::new()
         .nest("/api/v1", api)

@@ -45,7 +45,7 @@ pub struct AuditQuery {
     tag = "audit",
     params(AuditQuery),
     responses((status = 200, description = "One page of events", body = AuditPage), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn list_events(
     State(state): State<AppState>,

@@ -17,18 +17,67 @@ use std::net::{IpAddr, SocketAddr};
 /// Header in which a client states why it needs unmasked data.
 pub const PURPOSE_HEADER: &str = "x-consentry-purpose";
 
-/// The authenticated caller of a request.
+/// Cookie that carries a signed-in user's session token.
+pub const SESSION_COOKIE: &str = "__Host-consentry_session";
+/// Header in which a request made with the session cookie sends the session's
+/// CSRF token; every request but GET, HEAD and OPTIONS needs it.
+pub const CSRF_HEADER: &str = "x-consentry-csrf";
+
+/// The authenticated caller of a request: an API key (`Authorization: Bearer`),
+/// or else a signed-in user's session cookie.
 pub struct Auth(pub Principal);
+
+/// The session a request was made with (absent for API keys).
+#[derive(Clone, Copy)]
+pub struct CurrentSession(pub uuid::Uuid);
 
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers).ok_or(ApiError::Unauthorized { presented: false })?;
         let ip = client_ip(parts, &state.settings.trusted_proxies);
-        let principal = state.vault.authenticate(token, ip).await?;
+        if let Some(token) = bearer_token(&parts.headers) {
+            return Ok(Auth(state.vault.authenticate(token, ip).await?));
+        }
+        let token = session_cookie(&parts.headers).ok_or(ApiError::Unauthorized { presented: false })?;
+        let (principal, session) = state.vault.authenticate_session(&token, ip).await?;
+        if !parts.method.is_safe() {
+            let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !state.vault.csrf_matches(&principal.workspace_id, &token, presented).await? {
+                return Err(ApiError::Forbidden(
+                    "a request made with the session cookie that changes anything needs the session's CSRF token in `X-Consentry-CSRF`"
+                        .into(),
+                ));
+            }
+        }
+        parts.extensions.insert(CurrentSession(session.id));
         Ok(Auth(principal))
     }
+}
+
+/// The client's address (see `client_ip`), for requests made before anyone is
+/// authenticated.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts, &state.settings.trusted_proxies)))
+    }
+}
+
+/// The session token of the `__Host-consentry_session` cookie, if any.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 /// The token of an `Authorization: Bearer ...` header (scheme case-insensitive).

@@ -31,7 +31,7 @@ pub fn router() -> Router<AppState> {
     tag = "consents",
     params(("id" = Uuid, Path, description = "Contact id"), StatedPurpose),
     responses((status = 200, description = "The ledger", body = ConsentLedger), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn get_ledger(
     State(state): State<AppState>,
@@ -61,7 +61,7 @@ pub async fn get_ledger(
             headers(("Location" = String, description = "Path of the new event"))),
         BodyErrors, CommonErrors
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn record_consent(
     State(state): State<AppState>,
@@ -81,7 +81,7 @@ pub async fn record_consent(
     tag = "consents",
     params(("id" = Uuid, Path, description = "Contact id"), ("event_id" = Uuid, Path, description = "Event id"), StatedPurpose),
     responses((status = 200, description = "The event", body = ConsentEventView), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn get_event(
     State(state): State<AppState>,
@@ -108,7 +108,7 @@ pub async fn get_event(
     tag = "consents",
     params(("id" = Uuid, Path, description = "Contact id"), StatedPurpose),
     responses((status = 200, description = "The proof", body = ConsentProof), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn get_proof(
     State(state): State<AppState>,

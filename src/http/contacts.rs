@@ -97,7 +97,7 @@ pub fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
             headers(("Location" = String, description = "Path of the new contact"))),
         ConflictError, BodyErrors, CommonErrors
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn create_contact(
     State(state): State<AppState>,
@@ -119,7 +119,7 @@ pub async fn create_contact(
     tag = "contacts",
     params(ContactListQuery, StatedPurpose),
     responses((status = 200, description = "One page of contacts", body = ContactPage), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn list_contacts(
     State(state): State<AppState>,
@@ -147,7 +147,7 @@ pub async fn list_contacts(
     params(StatedPurpose),
     request_body = LookupRequest,
     responses((status = 200, description = "The contact", body = ContactView), BodyErrors, CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn lookup_contact(
     State(state): State<AppState>,
@@ -175,7 +175,7 @@ pub async fn lookup_contact(
     tag = "contacts",
     params(("id" = Uuid, Path, description = "Contact id"), StatedPurpose),
     responses((status = 200, description = "The contact", body = ContactView), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn get_contact(
     State(state): State<AppState>,
@@ -198,7 +198,7 @@ pub async fn get_contact(
     params(("id" = Uuid, Path, description = "Contact id"), StatedPurpose),
     request_body = ContactInput,
     responses((status = 200, description = "The changed contact", body = ContactView), ConflictError, BodyErrors, CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn update_contact(
     State(state): State<AppState>,
@@ -221,7 +221,7 @@ pub async fn update_contact(
     tag = "contacts",
     params(("id" = Uuid, Path, description = "Contact id")),
     responses((status = 204, description = "Deleted"), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn delete_contact(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     let id = contact_id(&id)?;

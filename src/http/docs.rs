@@ -4,7 +4,7 @@
 //! external style or font, and a `Content-Security-Policy` that forbids loading any.
 
 use super::error::Problem;
-use super::{audit, consents, contacts, exports, imports, keys, lists, ops, AppState};
+use super::{audit, consents, contacts, exports, imports, keys, lists, ops, sessions, users, AppState};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -24,7 +24,9 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         title = "consentry API",
         description = "The encrypted contact vault of consentry: contacts, the consent ledger, lists, imports, exports, \
             API keys and the tamper-evident audit log.\n\n\
-            Authenticate with `Authorization: Bearer csk_...`; a key in a URL is refused. Errors are RFC 9457 \
+            Authenticate with `Authorization: Bearer csk_...` (a key in a URL is refused), or sign in \
+            (`POST /api/v1/auth/login`) and send the `__Host-consentry_session` cookie, with the session's CSRF \
+            token in `X-Consentry-CSRF` on every request that changes anything. Errors are RFC 9457 \
             `application/problem+json` documents with a `request_id` (also in the `X-Request-Id` header) and, for \
             invalid input, field errors. Identifying fields come back masked unless the key has `contacts:read` and \
             the request states a purpose in `X-Consentry-Purpose`, which the audit log records."
@@ -55,6 +57,17 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         keys::list_keys,
         keys::create_key,
         keys::revoke_key,
+        users::list_users,
+        users::invite_user,
+        users::get_user,
+        users::disable_user,
+        users::enable_user,
+        users::remove_user,
+        sessions::sign_in,
+        sessions::sign_out,
+        sessions::list_sessions,
+        sessions::end_session,
+        sessions::accept_invitation,
         audit::list_events,
         ops::healthz,
         ops::readyz,
@@ -71,6 +84,8 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         (name = "imports", description = "CSV imports"),
         (name = "exports", description = "Exports for a stated purpose"),
         (name = "keys", description = "API keys"),
+        (name = "users", description = "Users: one sign-in per person"),
+        (name = "sessions", description = "Signing in, sessions and invitations"),
         (name = "audit", description = "The audit log"),
         (name = "operations", description = "Health, readiness, metrics and this description")
     )
@@ -91,6 +106,16 @@ impl Modify for BearerScheme {
                     .description(Some("An API key, sent as `Authorization: Bearer csk_...` and never in a URL"))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    "__Host-consentry_session",
+                    "A signed-in user's session, set by `POST /api/v1/auth/login`; requests that change anything also send \
+                     the session's CSRF token in `X-Consentry-CSRF`",
+                ),
+            )),
         );
     }
 }

@@ -43,8 +43,10 @@ pub struct Problem {
 pub enum ApiError {
     /// 400: the request is malformed (unreadable JSON, a key in the URL, ...).
     BadRequest { title: &'static str, detail: String },
-    /// 401: no API key, or one that is unknown, revoked or expired.
+    /// 401: no API key or session, or one that is unknown, revoked, ended or expired.
     Unauthorized { presented: bool },
+    /// 401: a sign-in with a wrong address or password (one answer for every cause).
+    SignInRefused,
     /// 403: the key lacks a permission.
     Forbidden(String),
     /// 404: no such resource, or one outside the key's workspace or lists.
@@ -84,7 +86,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::SignInRefused => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -107,10 +109,17 @@ impl ApiError {
                 "unauthorized",
                 "Authentication required",
                 if presented {
-                    "the API key is malformed, unknown, revoked or expired".into()
+                    "the API key or session is malformed, unknown, revoked, ended or expired".into()
                 } else {
-                    "send an API key as `Authorization: Bearer csk_...`".into()
+                    "send an API key as `Authorization: Bearer csk_...`, or sign in (`POST /api/v1/auth/login`) and send the session cookie"
+                        .into()
                 },
+                vec![],
+            ),
+            ApiError::SignInRefused => (
+                "sign-in-refused",
+                "Sign-in refused",
+                "the email address or the password is wrong".into(),
                 vec![],
             ),
             ApiError::Forbidden(detail) => ("forbidden", "Forbidden", detail, vec![]),
@@ -183,6 +192,17 @@ impl From<VaultError> for ApiError {
             VaultError::AuditUnavailable(cause) => ApiError::AuditUnavailable(cause),
             VaultError::Integrity { .. } => ApiError::Integrity,
             VaultError::Internal(cause) => ApiError::Internal(cause),
+        }
+    }
+}
+
+impl From<crate::vault::sessions::SessionError> for ApiError {
+    fn from(e: crate::vault::sessions::SessionError) -> Self {
+        use crate::vault::sessions::SessionError;
+        match e {
+            SessionError::SignInRefused => ApiError::SignInRefused,
+            SessionError::Invalid => ApiError::Unauthorized { presented: true },
+            SessionError::Vault(e) => e.into(),
         }
     }
 }

@@ -84,7 +84,7 @@ impl From<ExportRecord> for ExportView {
             headers(("X-Consentry-Export-Id" = String, description = "Id of the export record"))),
         BodyErrors, CommonErrors
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn create_export(
     State(state): State<AppState>,
@@ -123,7 +123,7 @@ pub async fn create_export(
     tag = "exports",
     params(("id" = String, Path, description = "Export id")),
     responses((status = 200, description = "The export record", body = ExportView), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn get_export(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<Json<ExportView>, ApiError> {
     let record = state.vault.get_export(&p, &id).await?;

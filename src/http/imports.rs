@@ -206,7 +206,7 @@ async fn read_csv(request: Request, state: &AppState) -> Result<Bytes, ApiError>
         (status = 200, description = "Dry run: what the import would do", body = ImportReport),
         BodyErrors, CommonErrors
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn create_import(
     State(state): State<AppState>,
@@ -253,7 +253,7 @@ pub struct UploadForm {
     tag = "imports",
     params(("id" = String, Path, description = "Import id")),
     responses((status = 200, description = "The report", body = ImportReport), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn get_import(
     State(state): State<AppState>,
@@ -270,7 +270,7 @@ pub async fn get_import(
     tag = "imports",
     params(("id" = String, Path, description = "Import id")),
     responses((status = 200, description = "The rejected cells (the first 1000)", body = RejectionIndex), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn list_rejections(
     State(state): State<AppState>,

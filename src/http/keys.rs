@@ -96,7 +96,7 @@ fn expose_token<S: Serializer>(token: &SecretString, s: S) -> Result<S::Ok, S::E
     path = "/api/v1/keys",
     tag = "keys",
     responses((status = 200, description = "The keys", body = KeyIndex), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn list_keys(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<KeyIndex>, ApiError> {
     Ok(Json(KeyIndex {
@@ -116,7 +116,7 @@ pub async fn list_keys(State(state): State<AppState>, Auth(p): Auth) -> Result<J
         (status = 201, description = "The key and its token", body = CreatedKey),
         BodyErrors, CommonErrors
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn create_key(
     State(state): State<AppState>,
@@ -144,7 +144,7 @@ pub async fn create_key(
     tag = "keys",
     params(("id" = String, Path, description = "Key id")),
     responses((status = 204, description = "Revoked"), ConflictError, CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn revoke_key(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     state.vault.revoke_api_key(&p, &id).await?;

@@ -68,7 +68,7 @@ pub struct MembersRemoved {
     path = "/api/v1/lists",
     tag = "lists",
     responses((status = 200, description = "The lists", body = ListIndex), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn list_lists(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<ListIndex>, ApiError> {
     Ok(Json(ListIndex {
@@ -89,7 +89,7 @@ pub async fn list_lists(State(state): State<AppState>, Auth(p): Auth) -> Result<
             headers(("Location" = String, description = "Path of the new list"))),
         BodyErrors, ConflictError, CommonErrors
     ),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn create_list(State(state): State<AppState>, Auth(p): Auth, ApiJson(body): ApiJson<ListName>) -> Result<Response, ApiError> {
     let list = state.vault.create_list(&p, &body.name).await?;
@@ -103,7 +103,7 @@ pub async fn create_list(State(state): State<AppState>, Auth(p): Auth, ApiJson(b
     tag = "lists",
     params(("id" = String, Path, description = "List id or name")),
     responses((status = 200, description = "The list", body = ListView), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn get_list(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<Json<ListView>, ApiError> {
     Ok(Json(state.vault.list_view(&p, &id).await?))
@@ -117,7 +117,7 @@ pub async fn get_list(State(state): State<AppState>, Auth(p): Auth, ApiPath(id):
     params(("id" = String, Path, description = "List id or name")),
     request_body = ListName,
     responses((status = 200, description = "The renamed list", body = ListView), BodyErrors, ConflictError, CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn rename_list(
     State(state): State<AppState>,
@@ -137,7 +137,7 @@ pub async fn rename_list(
     tag = "lists",
     params(("id" = String, Path, description = "List id or name")),
     responses((status = 204, description = "Deleted"), CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn delete_list(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     state.vault.delete_list(&p, &id).await?;
@@ -152,7 +152,7 @@ pub async fn delete_list(State(state): State<AppState>, Auth(p): Auth, ApiPath(i
     params(("id" = String, Path, description = "List id or name")),
     request_body = MemberChange,
     responses((status = 200, description = "How many became members", body = MembersAdded), BodyErrors, CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn add_members(
     State(state): State<AppState>,
@@ -173,7 +173,7 @@ pub async fn add_members(
     params(("id" = String, Path, description = "List id or name")),
     request_body = MemberChange,
     responses((status = 200, description = "How many stopped being members", body = MembersRemoved), BodyErrors, CommonErrors),
-    security(("bearer" = []))
+    security(("bearer" = []), ("session" = []))
 )]
 pub async fn remove_members(
     State(state): State<AppState>,

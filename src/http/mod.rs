@@ -15,6 +15,8 @@ pub mod imports;
 pub mod keys;
 pub mod lists;
 pub mod ops;
+pub mod sessions;
+pub mod users;
 
 use crate::metrics::Metrics;
 use crate::startup::HttpSettings;

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 31] = [
+const OPERATIONS: [(&str, &str); 42] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -754,6 +754,17 @@ const OPERATIONS: [(&str, &str); 31] = [
     ("get", "/api/v1/keys"),
     ("post", "/api/v1/keys"),
     ("delete", "/api/v1/keys/{id}"),
+    ("get", "/api/v1/users"),
+    ("post", "/api/v1/users"),
+    ("get", "/api/v1/users/{id}"),
+    ("delete", "/api/v1/users/{id}"),
+    ("post", "/api/v1/users/{id}/disable"),
+    ("post", "/api/v1/users/{id}/enable"),
+    ("post", "/api/v1/auth/login"),
+    ("post", "/api/v1/auth/logout"),
+    ("get", "/api/v1/auth/sessions"),
+    ("delete", "/api/v1/auth/sessions/{id}"),
+    ("post", "/api/v1/invitations/accept"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/healthz"),
@@ -770,6 +781,7 @@ async fn openapi_document_lists_every_route() {
     let doc: Value = res.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["components"]["securitySchemes"]["session"]["in"], "cookie");
     assert!(doc["components"]["schemas"]["Problem"]["properties"]["request_id"].is_object());
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|item| item.as_object().unwrap().len()).sum();
@@ -778,9 +790,26 @@ async fn openapi_document_lists_every_route() {
         let op = &doc["paths"][path][method];
         assert!(op.is_object(), "{method} {path} is not documented");
         assert!(op["summary"].is_string(), "{method} {path} has no summary");
-        let public = !path.starts_with("/api/v1/") || path.ends_with("openapi.json");
+        let public = !path.starts_with("/api/v1/")
+            || path.ends_with("openapi.json")
+            || path.ends_with("/auth/login")
+            || path.ends_with("/invitations/accept");
+        if public && path.starts_with("/api/v1/") && !path.ends_with("openapi.json") {
+            assert_eq!(op["security"], json!([{}]), "{method} {path} is open to anyone");
+        }
         if !public {
-            assert_eq!(op["security"][0]["bearer"], json!([]), "{method} {path} does not name its security");
+            let schemes: Vec<&str> = op["security"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s.as_object().unwrap().keys().map(String::as_str))
+                .collect();
+            let expected: &[&str] = if path.starts_with("/api/v1/auth/") {
+                &["session"]
+            } else {
+                &["bearer", "session"]
+            };
+            assert_eq!(schemes, expected, "{method} {path} does not name its security");
             for status in ["401", "403", "404", "422", "503"] {
                 assert!(op["responses"][status].is_object(), "{method} {path} lacks {status}");
             }
@@ -1125,4 +1154,203 @@ async fn server_stops_serving_when_shutdown_fires() {
         .unwrap()
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// Users, invitations and sessions over HTTP, on both backends.
+mod sessions {
+    use crate::helpers::{spawn_app, TestApp};
+    use reqwest::header::{COOKIE, SET_COOKIE};
+    use serde_json::{json, Value};
+
+    const PASSWORD: &str = "vlinder kapstok zonnebril 7";
+
+    /// Invites `email` as `role` with the owner key and accepts with `PASSWORD`.
+    async fn active_user(app: &TestApp, email: &str, role: &str) -> String {
+        let invited = app
+            .post("/api/v1/users", &app.owner_key)
+            .json(&json!({ "email": email, "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(invited.status(), 201);
+        let body: Value = invited.json().await.unwrap();
+        let token = body["token"].as_str().unwrap().to_string();
+        let accepted = app
+            .client
+            .post(app.url("/api/v1/invitations/accept"))
+            .json(&json!({ "token": token, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 200, "{}", accepted.text().await.unwrap());
+        body["user"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Signs in; returns the raw `Set-Cookie` header, the cookie pair and the CSRF token.
+    async fn sign_in(app: &TestApp, email: &str) -> (String, String, String) {
+        let response = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": email, "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let set_cookie = response.headers().get(SET_COOKIE).unwrap().to_str().unwrap().to_string();
+        let body: Value = response.json().await.unwrap();
+        let pair = set_cookie.split(';').next().unwrap().to_string();
+        assert!(
+            !body.to_string().contains(pair.split('=').nth(1).unwrap()),
+            "the token is in the body"
+        );
+        (set_cookie, pair, body["csrf_token"].as_str().unwrap().to_string())
+    }
+
+    /// A problem body without what differs per request.
+    async fn problem_without_ids(response: reqwest::Response) -> (u16, Value) {
+        let status = response.status().as_u16();
+        let mut body: Value = response.json().await.unwrap();
+        body.as_object_mut().unwrap().remove("request_id");
+        body.as_object_mut().unwrap().remove("instance");
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn an_invited_user_signs_in_with_a_session_cookie_and_signs_out() {
+        let app = spawn_app().await;
+        let weak = app
+            .post("/api/v1/users", &app.owner_key)
+            .json(&json!({ "email": "weak@example.com", "role": "viewer" }))
+            .send()
+            .await
+            .unwrap();
+        let token = weak.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+        let refused = app
+            .client
+            .post(app.url("/api/v1/invitations/accept"))
+            .json(&json!({ "token": token, "password": "kort" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 422);
+        assert!(refused.text().await.unwrap().contains("at least 12"));
+
+        let id = active_user(&app, "Tess@example.com", "admin").await;
+        let (set_cookie, cookie, csrf) = sign_in(&app, "tess@example.com").await;
+        for flag in [
+            "__Host-consentry_session=css_",
+            "Path=/",
+            "Secure",
+            "HttpOnly",
+            "SameSite=Strict",
+            "Max-Age=43200",
+        ] {
+            assert!(set_cookie.contains(flag), "{flag} missing: {set_cookie}");
+        }
+        let with_cookie = |method: reqwest::Method, path: &str| app.client.request(method, app.url(path)).header(COOKIE, &cookie);
+
+        let sessions = with_cookie(reqwest::Method::GET, "/api/v1/auth/sessions").send().await.unwrap();
+        assert_eq!(sessions.status(), 200);
+        assert_eq!(sessions.json::<Value>().await.unwrap()["items"].as_array().unwrap().len(), 1);
+        // A change made with the cookie needs the CSRF token.
+        let list = json!({ "name": "made by tess" });
+        let forged = with_cookie(reqwest::Method::POST, "/api/v1/lists")
+            .json(&list)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 403);
+        let wrong = with_cookie(reqwest::Method::POST, "/api/v1/lists")
+            .header("X-Consentry-CSRF", "0".repeat(64))
+            .json(&list)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 403);
+        let made = with_cookie(reqwest::Method::POST, "/api/v1/lists")
+            .header("X-Consentry-CSRF", &csrf)
+            .json(&list)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201);
+        let audit = app
+            .get("/api/v1/audit?limit=100", &app.owner_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            audit.contains(&format!("\"actor\":\"user:{id}\"")),
+            "the list was made by the user: {audit}"
+        );
+
+        // Signing out ends the session and clears the cookie.
+        let out = with_cookie(reqwest::Method::POST, "/api/v1/auth/logout")
+            .header("X-Consentry-CSRF", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status(), 204);
+        assert!(out.headers().get(SET_COOKIE).unwrap().to_str().unwrap().contains("Max-Age=0"));
+        let after = with_cookie(reqwest::Method::GET, "/api/v1/auth/sessions").send().await.unwrap();
+        assert_eq!(after.status(), 401);
+        // An API key has no session to sign out.
+        let keyed = app.post("/api/v1/auth/logout", &app.owner_key).send().await.unwrap();
+        assert_eq!(keyed.status(), 400);
+    }
+
+    #[tokio::test]
+    async fn failed_sign_ins_answer_alike_and_a_disabled_user_is_refused_at_once() {
+        let app = spawn_app().await;
+        let id = active_user(&app, "noor@example.com", "viewer").await;
+        let mut answers = Vec::new();
+        for (email, password) in [
+            ("noor@example.com", "not the password at all"),
+            ("nobody@example.com", PASSWORD),
+            ("not an address", PASSWORD),
+        ] {
+            let response = app
+                .client
+                .post(app.url("/api/v1/auth/login"))
+                .json(&json!({ "email": email, "password": password }))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.headers().get(SET_COOKIE).is_none());
+            answers.push(problem_without_ids(response).await);
+        }
+        assert_eq!(answers[0].0, 401);
+        assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+
+        let (_, cookie, _) = sign_in(&app, "noor@example.com").await;
+        let read = || app.client.get(app.url("/api/v1/auth/sessions")).header(COOKIE, &cookie).send();
+        assert_eq!(read().await.unwrap().status(), 200);
+        let disabled = app
+            .post(&format!("/api/v1/users/{id}/disable"), &app.owner_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(disabled.status(), 200);
+        assert_eq!(disabled.json::<Value>().await.unwrap()["status"], "disabled");
+        assert_eq!(read().await.unwrap().status(), 401, "the session outlived the disable");
+
+        // Users are listed, shown and removed through the API.
+        let listed: Value = app.get("/api/v1/users", &app.owner_key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(listed["items"][0]["email"], "noor@example.com");
+        let viewer = app.key_with_scopes("viewer").await;
+        assert_eq!(app.get("/api/v1/users", &viewer).send().await.unwrap().status(), 403);
+        let removed = app.delete(&format!("/api/v1/users/{id}"), &app.owner_key).send().await.unwrap();
+        assert_eq!(removed.status(), 204);
+        assert_eq!(
+            app.get(&format!("/api/v1/users/{id}"), &app.owner_key)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            404
+        );
+    }
 }
