@@ -267,6 +267,10 @@ pub enum UsersCmd {
     Enable { id: String },
     /// Remove a user: their address and invitations are deleted, their keys revoked.
     Remove { id: String },
+    /// Reset a user's second factor (a lost phone): their authenticator and
+    /// recovery codes are removed and their sessions end.
+    #[command(name = "reset-2fa")]
+    Reset2fa { id: String },
     /// Accept an invitation: reads the token, then the new password, one per line
     /// on standard input (never on the command line, where process lists show it).
     Accept,
@@ -788,6 +792,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ctx.vault.remove_user(&p, id).await?;
                     eprintln!("removed user {id}");
                 }
+                UsersCmd::Reset2fa { id } => match ctx.vault.reset_user_second_factor(&p, id).await? {
+                    true => eprintln!("removed the second factor of user {id}; their sessions ended"),
+                    false => eprintln!("user {id} had no second factor"),
+                },
                 UsersCmd::Accept => {
                     let mut lines = std::io::stdin().lines();
                     let mut next = |what: &str| -> anyhow::Result<SecretString> {

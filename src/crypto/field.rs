@@ -23,6 +23,8 @@ pub enum FieldName<'a> {
     ConsentEvidence(&'a str),
     /// A user's sign-in address (users have their own key, as contacts do).
     UserEmail,
+    /// A user's TOTP seed.
+    TotpSecret,
 }
 
 impl FieldName<'_> {
@@ -35,6 +37,7 @@ impl FieldName<'_> {
             FieldName::Attributes => "attributes".into(),
             FieldName::ConsentEvidence(id) => format!("consent_evidence:{id}"),
             FieldName::UserEmail => "user_email".into(),
+            FieldName::TotpSecret => "totp_secret".into(),
         }
     }
 }

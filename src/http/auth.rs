@@ -67,8 +67,19 @@ impl FromRequestParts<AppState> for ClientIp {
     }
 }
 
+/// Refuses a request made with the session cookie without the session's CSRF token.
+pub(crate) async fn require_csrf(state: &AppState, headers: &HeaderMap, workspace_id: &str, token: &str) -> Result<(), ApiError> {
+    let presented = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !state.vault.csrf_matches(workspace_id, token, presented).await? {
+        return Err(ApiError::Forbidden(
+            "a request made with the session cookie that changes anything needs the session's CSRF token in `X-Consentry-CSRF`".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The session token of the `__Host-consentry_session` cookie, if any.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

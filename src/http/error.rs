@@ -47,6 +47,8 @@ pub enum ApiError {
     Unauthorized { presented: bool },
     /// 401: a sign-in with a wrong address or password (one answer for every cause).
     SignInRefused,
+    /// 401: the session waits for its second factor, or a second-factor code was refused.
+    SecondFactor(String),
     /// 403: the key lacks a permission.
     Forbidden(String),
     /// 404: no such resource, or one outside the key's workspace or lists.
@@ -86,7 +88,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized { .. } | ApiError::SignInRefused => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::SignInRefused | ApiError::SecondFactor(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -122,6 +124,7 @@ impl ApiError {
                 "the email address or the password is wrong".into(),
                 vec![],
             ),
+            ApiError::SecondFactor(detail) => ("second-factor", "Second factor needed", detail, vec![]),
             ApiError::Forbidden(detail) => ("forbidden", "Forbidden", detail, vec![]),
             ApiError::NotFound(detail) => ("not-found", "Not found", detail, vec![]),
             ApiError::MethodNotAllowed(detail) => ("method-not-allowed", "Method not allowed", detail, vec![]),
@@ -202,6 +205,7 @@ impl From<crate::vault::sessions::SessionError> for ApiError {
         match e {
             SessionError::SignInRefused => ApiError::SignInRefused,
             SessionError::Invalid => ApiError::Unauthorized { presented: true },
+            e @ (SessionError::FactorRequired | SessionError::FactorRefused) => ApiError::SecondFactor(e.to_string()),
             SessionError::Vault(e) => e.into(),
         }
     }

@@ -3,14 +3,16 @@
 //! signed-in user's sessions; `/api/v1/invitations/accept`: an invitee chooses
 //! their password.
 
-use super::auth::{Auth, ClientIp, CurrentSession, SESSION_COOKIE};
+use super::auth::{require_csrf, session_cookie as cookie_token, Auth, ClientIp, CurrentSession, SESSION_COOKIE};
 use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::access::password::MAX_CHARS;
+use crate::vault::factors::TotpEnrolment;
 use crate::vault::sessions::{SessionView, SESSION_ABSOLUTE_MICROS};
 use crate::vault::users::UserView;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -25,6 +27,9 @@ pub fn router() -> Router<AppState> {
         .route("/auth/logout", post(sign_out))
         .route("/auth/sessions", get(list_sessions))
         .route("/auth/sessions/{id}", delete(end_session))
+        .route("/auth/factor", post(verify_factor))
+        .route("/auth/factors/totp", post(begin_totp))
+        .route("/auth/factors/totp/confirm", post(confirm_totp))
         .route("/invitations/accept", post(accept_invitation))
 }
 
@@ -46,6 +51,9 @@ pub struct SignIn {
 pub struct SignedIn {
     pub user: UserView,
     pub session: SessionView,
+    /// When true, the session is usable only after `POST /api/v1/auth/factor`
+    /// with a code of the user's authenticator or a recovery code.
+    pub second_factor_required: bool,
     /// Send this in `X-Consentry-CSRF` with every request made with the session
     /// cookie that changes anything.
     pub csrf_token: String,
@@ -115,6 +123,7 @@ pub async fn sign_in(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJ
     let mut response = Json(SignedIn {
         user: signed.user,
         session: signed.session,
+        second_factor_required: signed.second_factor_required,
         csrf_token: signed.csrf_token,
     })
     .into_response();
@@ -191,4 +200,90 @@ pub async fn accept_invitation(
 ) -> Result<Json<UserView>, ApiError> {
     too_long(&body.password)?;
     Ok(Json(state.vault.accept_invitation(&body.token, &body.password).await?))
+}
+
+/// A code of the user's authenticator app, or one of their recovery codes.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FactorCode {
+    #[schema(value_type = String, max_length = 32)]
+    pub code: SecretString,
+}
+
+/// New recovery codes, shown only this once; each works once.
+#[derive(Serialize, ToSchema)]
+pub struct RecoveryCodes {
+    #[serde(serialize_with = "expose_all")]
+    #[schema(value_type = Vec<String>)]
+    pub recovery_codes: Vec<SecretString>,
+}
+
+fn expose_all<S: serde::Serializer>(codes: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(codes.len()))?;
+    for c in codes {
+        seq.serialize_element(c.expose_secret())?;
+    }
+    seq.end()
+}
+
+/// Complete a sign-in with a second factor.
+///
+/// For a session that waits for its second factor (sign-in answered
+/// `second_factor_required: true`): a current code of the authenticator app
+/// (each works once) or an unused recovery code. The fifth wrong code ends the
+/// session. Needs the session cookie and its CSRF token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/factor",
+    tag = "sessions",
+    request_body = FactorCode,
+    responses((status = 204, description = "The session is usable now"), BodyErrors, CommonErrors),
+    security(("session" = []))
+)]
+pub async fn verify_factor(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<FactorCode>,
+) -> Result<StatusCode, ApiError> {
+    let token = cookie_token(&headers).ok_or(ApiError::Unauthorized { presented: false })?;
+    let (session, _) = state.vault.live_session(&token).await?;
+    require_csrf(&state, &headers, &session.workspace_id, &token).await?;
+    state.vault.verify_second_factor(&token, &body.code).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Start enrolling an authenticator app.
+///
+/// Answers the new seed as text, as an `otpauth://` URI and as an SVG QR code;
+/// it becomes a second factor once confirmed with a code from the app.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/factors/totp",
+    tag = "sessions",
+    responses((status = 200, description = "The seed, shown once", body = TotpEnrolment), ConflictError, CommonErrors),
+    security(("session" = []))
+)]
+pub async fn begin_totp(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<TotpEnrolment>, ApiError> {
+    Ok(Json(state.vault.begin_totp(&p).await?))
+}
+
+/// Confirm the authenticator app.
+///
+/// With a current code from the app: the app becomes the user's second factor,
+/// ten new recovery codes are answered (once), and all the user's sessions end,
+/// this one too: sign in again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/factors/totp/confirm",
+    tag = "sessions",
+    request_body = FactorCode,
+    responses((status = 200, description = "The recovery codes", body = RecoveryCodes), ConflictError, BodyErrors, CommonErrors),
+    security(("session" = []))
+)]
+pub async fn confirm_totp(State(state): State<AppState>, Auth(p): Auth, ApiJson(body): ApiJson<FactorCode>) -> Result<Response, ApiError> {
+    let codes = state.vault.confirm_totp(&p, body.code.expose_secret()).await?;
+    let mut response = Json(RecoveryCodes { recovery_codes: codes }).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    Ok(response)
 }

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/users/{id}", get(get_user).delete(remove_user))
         .route("/users/{id}/disable", post(disable_user))
         .route("/users/{id}/enable", post(enable_user))
+        .route("/users/{id}/reset-2fa", post(reset_second_factor))
 }
 
 /// The workspace's users, oldest first.
@@ -150,5 +151,26 @@ pub async fn enable_user(State(state): State<AppState>, Auth(p): Auth, ApiPath(i
 )]
 pub async fn remove_user(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     state.vault.remove_user(&p, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Reset a user's second factor.
+///
+/// For a user who lost their authenticator: removes it and their recovery codes
+/// and ends their sessions; they sign in with their password and enrol again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users/{id}/reset-2fa",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses((status = 204, description = "Reset (or had none)"), ConflictError, CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn reset_second_factor(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state.vault.reset_user_second_factor(&p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -129,6 +129,39 @@ pub trait Store: Send + Sync + 'static {
     /// Ends one of a user's sessions; `false` (and no event) when it had ended.
     async fn end_session(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
 
+    /// Marks a session's second factor as checked.
+    async fn verify_session_factor(&self, session_id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<()>;
+    /// Counts a wrong second-factor code for a session, with its event, and ends
+    /// the session at the `limit`-th; returns whether it ended.
+    async fn fail_session_factor(&self, session_id: Uuid, limit: i64, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+
+    // Second factors
+
+    /// Stores a new, unconfirmed TOTP seed for a user (replacing an unconfirmed
+    /// one); `Conflict("second factor")` when a confirmed one exists.
+    async fn start_totp(&self, totp: TotpRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn find_totp(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Option<TotpRecord>>;
+    /// Confirms the pending TOTP with the step of a code that matched, replaces
+    /// the recovery codes, and ends all the user's sessions (a factor change).
+    /// `Ended("enrolment")` when none is pending.
+    async fn confirm_totp(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        step: i64,
+        recovery_hashes: Vec<Vec<u8>>,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+    /// Uses one time step of a confirmed TOTP: `false` when that step or a later
+    /// one was used already (each code works once).
+    async fn use_totp_step(&self, workspace_id: &str, user_id: Uuid, step: i64) -> StoreResult<bool>;
+    /// Uses a recovery code once: `false` when unknown or used.
+    async fn use_recovery_code(&self, workspace_id: &str, user_id: Uuid, code_hash: &[u8], at: i64) -> StoreResult<bool>;
+    /// Removes a user's second factors and recovery codes and ends their
+    /// sessions; `false` (and no event) when they had none.
+    async fn remove_second_factors(&self, workspace_id: &str, user_id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+
     // Attribute schema
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>>;

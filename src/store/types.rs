@@ -116,6 +116,23 @@ pub struct SessionRecord {
     pub expires_at: i64,
     pub ended_at: Option<i64>,
     pub ip_hash: Option<String>,
+    /// The user had a second factor at sign-in: the session is usable only once
+    /// `factor_verified_at` is set.
+    pub factor_required: bool,
+    pub factor_verified_at: Option<i64>,
+}
+
+/// A user's TOTP authenticator (the seed only sealed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TotpRecord {
+    pub user_id: Uuid,
+    pub workspace_id: String,
+    pub secret_ct: Vec<u8>,
+    pub created_at: i64,
+    /// Set once the user proved the authenticator works; until then it is not a factor.
+    pub confirmed_at: Option<i64>,
+    /// The last time step whose code was accepted (each code works once).
+    pub last_step: i64,
 }
 
 /// One attribute of a workspace schema.

@@ -8,6 +8,7 @@ pub mod audit_ops;
 pub mod consents;
 pub mod contacts;
 pub mod exports;
+pub mod factors;
 pub mod lists;
 pub mod sessions;
 pub mod users;

@@ -42,6 +42,11 @@ pub enum SessionError {
     SignInRefused,
     #[error("the session is missing, unknown, ended or expired; sign in again")]
     Invalid,
+    /// The session waits for its second factor (`POST /api/v1/auth/factor`).
+    #[error("complete the sign-in with the code of your authenticator app or a recovery code")]
+    FactorRequired,
+    #[error("the code is wrong or was used already")]
+    FactorRefused,
     #[error(transparent)]
     Vault(#[from] VaultError),
 }
@@ -50,6 +55,8 @@ pub enum SessionError {
 #[derive(Debug)]
 pub struct SignedIn {
     pub session: SessionView,
+    /// The session stands for nobody until a second factor is given for it.
+    pub second_factor_required: bool,
     pub token: SecretString,
     pub csrf_token: String,
     pub user: super::users::UserView,
@@ -76,7 +83,7 @@ impl From<&SessionRecord> for SessionView {
     }
 }
 
-fn session_hash(token: &str) -> Vec<u8> {
+pub(crate) fn session_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
@@ -153,6 +160,12 @@ impl Vault {
             return Err(SessionError::SignInRefused);
         };
         let now = self.now();
+        let factor_required = self
+            .store
+            .find_totp(&workspace_id, user.id)
+            .await
+            .map_err(VaultError::from)?
+            .is_some_and(|t| t.confirmed_at.is_some());
         if rehash {
             match self.passwords.hash(password).await {
                 Ok(phc) => {
@@ -177,6 +190,8 @@ impl Vault {
             expires_at: now + SESSION_ABSOLUTE_MICROS,
             ended_at: None,
             ip_hash: ip_hash.clone(),
+            factor_required,
+            factor_verified_at: None,
         };
         let actor = format!("user:{}", user.id);
         let draft = AuditDraft::new(&workspace_id, &actor, "user.signed_in")
@@ -185,18 +200,16 @@ impl Vault {
         self.store.create_session(session.clone(), draft).await.map_err(VaultError::from)?;
         Ok(SignedIn {
             session: (&session).into(),
+            second_factor_required: session.factor_required,
             csrf_token: hex::encode(keys.token_hash("csrf", token.as_bytes())),
             token: SecretString::from(token),
             user: user_view(&keys, user)?,
         })
     }
 
-    /// The principal a session token stands for, and its session.
-    pub async fn authenticate_session(
-        &self,
-        token: &str,
-        ip: Option<std::net::IpAddr>,
-    ) -> Result<(Principal, SessionRecord), SessionError> {
+    /// A live session by its token, with its user, whether or not its second
+    /// factor was checked.
+    pub(crate) async fn live_session(&self, token: &str) -> Result<(SessionRecord, UserRecord), SessionError> {
         if !token.starts_with(SESSION_PREFIX) {
             return Err(SessionError::Invalid);
         }
@@ -214,6 +227,21 @@ impl Vault {
         if !live {
             return Err(SessionError::Invalid);
         }
+        Ok((session, user))
+    }
+
+    /// The principal a session token stands for, and its session. A session that
+    /// waits for its second factor stands for nobody yet.
+    pub async fn authenticate_session(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(Principal, SessionRecord), SessionError> {
+        let (session, user) = self.live_session(token).await?;
+        if session.factor_required && session.factor_verified_at.is_none() {
+            return Err(SessionError::FactorRequired);
+        }
+        let now = self.now();
         if now - session.last_seen_at > TOUCH_EVERY_MICROS {
             if let Err(e) = self.store.touch_session(session.id, now).await {
                 tracing::warn!(error = %e, session = %session.id, "failed to record session activity");

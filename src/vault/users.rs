@@ -58,7 +58,7 @@ pub(crate) fn user_email_index(keys: &WorkspaceKeys, email: &EmailAddress) -> Ve
     keys.blind_index("user_email", email.normalized()).to_vec()
 }
 
-fn open_email(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<String> {
+pub(crate) fn user_email_of(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<String> {
     let cipher = ContactCipher::open(keys, *user.id.as_bytes(), &user.user_key)?;
     Ok(cipher.open_text(FieldName::UserEmail, &user.email_ct)?)
 }
@@ -66,7 +66,7 @@ fn open_email(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<String> {
 pub(crate) fn user_view(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<UserView> {
     Ok(UserView {
         id: user.id.to_string(),
-        email: open_email(keys, user)?,
+        email: user_email_of(keys, user)?,
         role: user.role.clone(),
         lists: user.list_ids.clone(),
         status: user.status.as_str().to_string(),
@@ -184,7 +184,7 @@ impl Vault {
             .find_user(&invitation.workspace_id, invitation.user_id)
             .await?
             .ok_or(VaultError::NotFound("invitation"))?;
-        let email = open_email(&keys, &user)?;
+        let email = user_email_of(&keys, &user)?;
         check_policy(password.expose_secret(), &[&email]).map_err(|e| VaultError::invalid("password", e.to_string()))?;
         let phc = self.passwords.hash(password).await.map_err(VaultError::Internal)?;
         let actor = format!("user:{}", user.id);
@@ -252,7 +252,7 @@ impl Vault {
 
     /// A user the principal may manage: not themselves, and none holding a
     /// permission the principal lacks.
-    async fn managed_user(&self, p: &Principal, id: &str) -> VaultResult<UserRecord> {
+    pub(crate) async fn managed_user(&self, p: &Principal, id: &str) -> VaultResult<UserRecord> {
         let id = parse_user_id(id)?;
         let user = self
             .store

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 42] = [
+const OPERATIONS: [(&str, &str); 46] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -760,6 +760,10 @@ const OPERATIONS: [(&str, &str); 42] = [
     ("delete", "/api/v1/users/{id}"),
     ("post", "/api/v1/users/{id}/disable"),
     ("post", "/api/v1/users/{id}/enable"),
+    ("post", "/api/v1/users/{id}/reset-2fa"),
+    ("post", "/api/v1/auth/factor"),
+    ("post", "/api/v1/auth/factors/totp"),
+    ("post", "/api/v1/auth/factors/totp/confirm"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/logout"),
     ("get", "/api/v1/auth/sessions"),
@@ -1352,5 +1356,193 @@ mod sessions {
                 .status(),
             404
         );
+    }
+
+    /// `oathtool --totp -b SECRET` at `offset` seconds from now; `None` when the
+    /// tool is not installed (which fails in CI, where `.ci/run` installs it).
+    fn oathtool(secret: &str, offset: i64) -> Option<String> {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            + offset;
+        match std::process::Command::new("oathtool")
+            .args(["--totp", "-b", secret, "--now"])
+            .arg(format!("@{at}"))
+            .output()
+        {
+            Ok(out) => {
+                assert!(out.status.success(), "oathtool: {}", String::from_utf8_lossy(&out.stderr));
+                Some(String::from_utf8(out.stdout).unwrap().trim().to_string())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "oathtool is required in CI (Debian package oathtool)"
+                );
+                eprintln!("oathtool is not installed: skipping the authenticator test");
+                None
+            }
+            Err(e) => panic!("oathtool: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_real_authenticator_guards_the_sign_in_and_every_code_works_once() {
+        let app = spawn_app().await;
+        let id = active_user(&app, "iris@example.com", "admin").await;
+        let (_, cookie, csrf) = sign_in(&app, "iris@example.com").await;
+        let post = |cookie: &str, csrf: &str, path: &str| {
+            app.client
+                .post(app.url(path))
+                .header(COOKIE, cookie.to_string())
+                .header("X-Consentry-CSRF", csrf.to_string())
+        };
+        let enrolment: Value = post(&cookie, &csrf, "/api/v1/auth/factors/totp")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let secret = enrolment["secret"].as_str().unwrap().to_string();
+        let uri = enrolment["otpauth_uri"].as_str().unwrap();
+        assert!(uri.starts_with("otpauth://totp/consentry:iris%40example.com?secret="), "{uri}");
+        assert!(uri.contains("issuer=consentry"), "{uri}");
+        assert!(enrolment["qr_svg"].as_str().unwrap().contains("<svg"));
+        let Some(code) = oathtool(&secret, 0) else { return };
+        let wrong = post(&cookie, &csrf, "/api/v1/auth/factors/totp/confirm")
+            .json(&json!({ "code": "000000" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 422);
+        let confirmed = post(&cookie, &csrf, "/api/v1/auth/factors/totp/confirm")
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), 200);
+        assert!(confirmed.headers().get(SET_COOKIE).unwrap().to_str().unwrap().contains("Max-Age=0"));
+        let recovery: Vec<String> = serde_json::from_value(confirmed.json::<Value>().await.unwrap()["recovery_codes"].clone()).unwrap();
+        assert_eq!(recovery.len(), 10);
+        let sessions = |cookie: String| app.client.get(app.url("/api/v1/auth/sessions")).header(COOKIE, cookie).send();
+        assert_eq!(
+            sessions(cookie.clone()).await.unwrap().status(),
+            401,
+            "a factor change ends the sessions"
+        );
+
+        // Signing in now needs the second factor.
+        let signed = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "iris@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        let pair = signed
+            .headers()
+            .get(SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let body: Value = signed.json().await.unwrap();
+        assert_eq!(body["second_factor_required"], true);
+        let csrf2 = body["csrf_token"].as_str().unwrap().to_string();
+        let waiting = sessions(pair.clone()).await.unwrap();
+        assert_eq!(waiting.status(), 401);
+        assert!(waiting.text().await.unwrap().contains("authenticator"));
+        let factor = |code: String| post(&pair, &csrf2, "/api/v1/auth/factor").json(&json!({ "code": code })).send();
+        assert_eq!(
+            factor(code.clone()).await.unwrap().status(),
+            401,
+            "the code used to confirm works no more"
+        );
+        let old = oathtool(&secret, -60).unwrap();
+        if old != code {
+            assert_eq!(factor(old).await.unwrap().status(), 401, "a code two steps old");
+        }
+        assert_eq!(factor(oathtool(&secret, 30).unwrap()).await.unwrap().status(), 204);
+        assert_eq!(sessions(pair.clone()).await.unwrap().status(), 200);
+
+        // A recovery code works once.
+        let sign_in_pending = || async {
+            let r = app
+                .client
+                .post(app.url("/api/v1/auth/login"))
+                .json(&json!({ "email": "iris@example.com", "password": PASSWORD }))
+                .send()
+                .await
+                .unwrap();
+            let pair = r
+                .headers()
+                .get(SET_COOKIE)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string();
+            let csrf = r.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_string();
+            (pair, csrf)
+        };
+        for expected in [204, 401] {
+            let (pair, csrf) = sign_in_pending().await;
+            let r = post(&pair, &csrf, "/api/v1/auth/factor")
+                .json(&json!({ "code": recovery[0].to_lowercase() }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), expected);
+        }
+        // The fifth wrong code ends the session.
+        let (pair, csrf) = sign_in_pending().await;
+        for _ in 0..5 {
+            let r = post(&pair, &csrf, "/api/v1/auth/factor")
+                .json(&json!({ "code": "123456" }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+        }
+        let late = post(&pair, &csrf, "/api/v1/auth/factor")
+            .json(&json!({ "code": recovery[1] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(late.status(), 401);
+        assert!(late.text().await.unwrap().contains("ended or expired"));
+
+        // Nothing of the factor is stored in clear.
+        if !crate::pg::http_suite_on_postgres() {
+            for file in crate::support::files_under(app.data_dir.path()) {
+                let bytes = std::fs::read(&file).unwrap();
+                for planted in std::iter::once(&secret).chain(&recovery) {
+                    assert!(
+                        !crate::support::contains(&bytes, planted),
+                        "{planted} in clear in {}",
+                        file.display()
+                    );
+                }
+            }
+        }
+        // A user manager resets the factor: the password alone signs in again.
+        let reset = app
+            .post(&format!("/api/v1/users/{id}/reset-2fa"), &app.owner_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reset.status(), 204);
+        assert_eq!(sessions(pair_of_new_sign_in(&app).await).await.unwrap().status(), 200);
+    }
+
+    async fn pair_of_new_sign_in(app: &TestApp) -> String {
+        sign_in(app, "iris@example.com").await.1
     }
 }

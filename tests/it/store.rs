@@ -21,7 +21,7 @@ use consentry::store::sqlite::SqliteStore;
 use consentry::store::{
     ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, IdentifierKind, ImportCounts, ImportJob,
     ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, SessionRecord, Store, StoreError,
-    StoreResult, UserRecord, UserStatus,
+    StoreResult, TotpRecord, UserRecord, UserStatus,
 };
 use consentry::vault::contacts::{open_row, seal_new, ContactPlain};
 use consentry::vault::Vault;
@@ -230,6 +230,7 @@ conformance!(
     api_keys_round_trip,
     users_and_invitations_round_trip,
     sessions_round_trip,
+    second_factors_round_trip,
     checkpoints_round_trip,
 );
 
@@ -1570,6 +1571,8 @@ fn session_of(user: &UserRecord, tag: u8) -> SessionRecord {
         expires_at: at + 3_600_000_000,
         ended_at: None,
         ip_hash: Some("ip".into()),
+        factor_required: tag == 2,
+        factor_verified_at: None,
     }
 }
 
@@ -1637,6 +1640,134 @@ async fn sessions_round_trip(b: &Backend) {
     assert_eq!(s.list_sessions(&ws.id, user.id).await.unwrap(), vec![]);
     s.remove_user(&ws.id, user.id, now(), draft(&ws, "user.removed")).await.unwrap();
     assert_eq!(s.find_session(&[2; 32]).await.unwrap(), None);
+}
+
+/// A TOTP seed is pending until confirmed (which replaces the recovery codes and
+/// ends the user's sessions); each time step and each recovery code is used
+/// once; a session's factor is checked once, and its fifth wrong code ends it;
+/// removing the factors ends the sessions and is recorded once.
+async fn second_factors_round_trip(b: &Backend) {
+    let ws = workspace(b, "t").await;
+    let s = &b.store;
+    let (user, invite) = invited_user(&ws, 4, 3_600_000_000);
+    s.create_user(user.clone(), invite, draft(&ws, "user.invited")).await.unwrap();
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_string();
+    s.accept_invitation(&[4; 32], hash, now(), draft(&ws, "user.invitation_accepted"))
+        .await
+        .unwrap();
+    let totp = |seed: u8| TotpRecord {
+        user_id: user.id,
+        workspace_id: ws.id.clone(),
+        secret_ct: vec![seed; 48],
+        created_at: now(),
+        confirmed_at: None,
+        last_step: 0,
+    };
+    assert_eq!(s.find_totp(&ws.id, user.id).await.unwrap(), None);
+    s.start_totp(totp(1), draft(&ws, "user.totp_enrolment_started")).await.unwrap();
+    s.start_totp(totp(2), draft(&ws, "user.totp_enrolment_started")).await.unwrap();
+    assert_eq!(
+        s.find_totp(&ws.id, user.id).await.unwrap().unwrap().secret_ct,
+        vec![2; 48],
+        "a new enrolment replaces a pending one"
+    );
+    assert!(!s.use_totp_step(&ws.id, user.id, 5).await.unwrap(), "a pending seed is no factor");
+
+    let session = session_of(&user, 7);
+    s.create_session(session.clone(), draft(&ws, "user.signed_in")).await.unwrap();
+    let confirmed_at = now();
+    s.confirm_totp(
+        &ws.id,
+        user.id,
+        100,
+        vec![vec![1; 32], vec![2; 32]],
+        confirmed_at,
+        draft(&ws, "user.totp_enrolled"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(head(b, &ws).await.action, "user.totp_enrolled");
+    let stored = s.find_totp(&ws.id, user.id).await.unwrap().unwrap();
+    assert_eq!((stored.confirmed_at, stored.last_step), (Some(confirmed_at), 100));
+    assert!(
+        s.find_session(&[7; 32]).await.unwrap().unwrap().0.ended_at.is_some(),
+        "confirming ended the sessions"
+    );
+    match s
+        .confirm_totp(&ws.id, user.id, 101, vec![], now(), draft(&ws, "user.totp_enrolled"))
+        .await
+    {
+        Err(StoreError::Ended("enrolment")) => {}
+        other => panic!("a second confirmation: {other:?}"),
+    }
+    expect_conflict(
+        s.start_totp(totp(3), draft(&ws, "user.totp_enrolment_started")).await,
+        "second factor",
+    );
+
+    assert!(
+        !s.use_totp_step(&ws.id, user.id, 100).await.unwrap(),
+        "the confirming step was used"
+    );
+    assert!(s.use_totp_step(&ws.id, user.id, 101).await.unwrap());
+    assert!(!s.use_totp_step(&ws.id, user.id, 101).await.unwrap(), "a step works once");
+    assert!(!s.use_totp_step(&ws.id, user.id, 99).await.unwrap(), "an older step");
+    assert!(s.use_recovery_code(&ws.id, user.id, &[1; 32], now()).await.unwrap());
+    assert!(
+        !s.use_recovery_code(&ws.id, user.id, &[1; 32], now()).await.unwrap(),
+        "a recovery code works once"
+    );
+    assert!(!s.use_recovery_code(&ws.id, user.id, &[9; 32], now()).await.unwrap());
+
+    // A session waiting for its factor: verified once; five wrong codes end another.
+    let mut waiting = session_of(&user, 8);
+    waiting.factor_required = true;
+    s.create_session(waiting.clone(), draft(&ws, "user.signed_in")).await.unwrap();
+    let verified_at = now();
+    s.verify_session_factor(waiting.id, verified_at, draft(&ws, "user.second_factor_verified"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_session(&[8; 32]).await.unwrap().unwrap().0.factor_verified_at,
+        Some(verified_at)
+    );
+    assert!(matches!(
+        s.verify_session_factor(waiting.id, now(), draft(&ws, "user.second_factor_verified"))
+            .await,
+        Err(StoreError::Ended("session"))
+    ));
+    let mut guessed = session_of(&user, 9);
+    guessed.factor_required = true;
+    s.create_session(guessed.clone(), draft(&ws, "user.signed_in")).await.unwrap();
+    for attempt in 1..=5 {
+        let ended = s
+            .fail_session_factor(guessed.id, 5, now(), draft(&ws, "user.second_factor_failed"))
+            .await
+            .unwrap();
+        assert_eq!(ended, attempt == 5, "attempt {attempt}");
+    }
+    assert!(s.find_session(&[9; 32]).await.unwrap().unwrap().0.ended_at.is_some());
+
+    assert!(s
+        .remove_second_factors(&ws.id, user.id, now(), draft(&ws, "user.second_factor_reset"))
+        .await
+        .unwrap());
+    let reset = head(b, &ws).await;
+    assert_eq!(reset.action, "user.second_factor_reset");
+    assert_eq!(s.find_totp(&ws.id, user.id).await.unwrap(), None);
+    assert!(
+        !s.use_recovery_code(&ws.id, user.id, &[2; 32], now()).await.unwrap(),
+        "the recovery codes went too"
+    );
+    assert!(
+        s.find_session(&[8; 32]).await.unwrap().unwrap().0.ended_at.is_some(),
+        "resetting ended the sessions"
+    );
+    assert!(!s
+        .remove_second_factors(&ws.id, user.id, now(), draft(&ws, "user.second_factor_reset"))
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await, reset, "resetting twice recorded twice");
 }
 
 /// Checkpoints come back per workspace, in sequence order, with signatures that

@@ -21,6 +21,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/postgres/0001_vault.sql")),
     (2, include_str!("../../../migrations/postgres/0002_users.sql")),
     (3, include_str!("../../../migrations/postgres/0003_sessions.sql")),
+    (4, include_str!("../../../migrations/postgres/0004_second_factors.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -537,6 +538,63 @@ impl Store for PostgresStore {
         let ended = users::end_session(&*tx, workspace_id, user_id, id, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(ended)
+    }
+
+    async fn verify_session_factor(&self, session_id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::verify_session_factor(&*tx, session_id, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn fail_session_factor(&self, session_id: Uuid, limit: i64, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let ended = users::fail_session_factor(&*tx, session_id, limit, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(ended)
+    }
+
+    async fn start_totp(&self, totp: TotpRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::start_totp(&*tx, &totp, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn find_totp(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Option<TotpRecord>> {
+        users::find_totp(&**self.client().await?, workspace_id, user_id).await
+    }
+
+    async fn confirm_totp(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        step: i64,
+        recovery_hashes: Vec<Vec<u8>>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::confirm_totp(&*tx, workspace_id, user_id, step, &recovery_hashes, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn use_totp_step(&self, workspace_id: &str, user_id: Uuid, step: i64) -> StoreResult<bool> {
+        users::use_totp_step(&**self.client().await?, workspace_id, user_id, step).await
+    }
+
+    async fn use_recovery_code(&self, workspace_id: &str, user_id: Uuid, code_hash: &[u8], at: i64) -> StoreResult<bool> {
+        users::use_recovery_code(&**self.client().await?, workspace_id, user_id, code_hash, at).await
+    }
+
+    async fn remove_second_factors(&self, workspace_id: &str, user_id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let removed = users::remove_second_factors(&*tx, workspace_id, user_id, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed)
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

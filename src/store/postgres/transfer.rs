@@ -20,6 +20,8 @@ const TABLES: &[&str] = &[
     "users",
     "user_invitations",
     "sessions",
+    "user_totp",
+    "user_recovery_codes",
     "attributes",
     "contacts",
     "lists",
@@ -123,6 +125,8 @@ fn as_sql(v: Value, ty: &Type) -> anyhow::Result<Box<dyn ToSql + Sync + Send>> {
         (Value::Null, &Type::BYTEA) => Box::new(None::<Vec<u8>>),
         (Value::Null, _) => Box::new(None::<String>),
         (Value::Int(n), &Type::INT8) => Box::new(n),
+        // SQLite keeps booleans as 0 and 1.
+        (Value::Int(n @ (0 | 1)), &Type::BOOL) => Box::new(n == 1),
         (Value::Text(t), &Type::TEXT) => Box::new(t),
         (Value::Bytes(b), &Type::BYTEA) => Box::new(b),
         (Value::Int(_), t) | (Value::Text(_), t) | (Value::Bytes(_), t) => {

@@ -2,7 +2,7 @@
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, UserRecord, UserStatus};
+use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -201,12 +201,7 @@ pub async fn set_status<C: GenericClient>(c: &C, ws: &str, id: Uuid, status: Use
     .map_err(map_err)?;
     if status == UserStatus::Disabled {
         revoke_keys_of(c, ws, id, at).await?;
-        c.execute(
-            "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
-            &[&id.as_bytes().as_slice(), &at],
-        )
-        .await
-        .map_err(map_err)?;
+        end_sessions_of(c, id, at).await?;
     }
     audit::append(c, draft).await?;
     Ok(true)
@@ -245,7 +240,8 @@ pub async fn update_password_hash<C: GenericClient>(c: &C, ws: &str, id: Uuid, h
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash";
+const SESSION_COLUMNS: &str =
+    "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash, factor_required, factor_verified_at";
 
 fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
     let id: &[u8] = r.try_get(0).map_err(map_err)?;
@@ -260,12 +256,14 @@ fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
         expires_at: r.try_get(6).map_err(map_err)?,
         ended_at: r.try_get(7).map_err(map_err)?,
         ip_hash: r.try_get(8).map_err(map_err)?,
+        factor_required: r.try_get(9).map_err(map_err)?,
+        factor_verified_at: r.try_get(10).map_err(map_err)?,
     })
 }
 
 pub async fn create_session<C: GenericClient>(c: &C, session: &SessionRecord, draft: &AuditDraft) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
         &[
             &session.id.as_bytes().as_slice(),
             &session.token_hash,
@@ -276,6 +274,8 @@ pub async fn create_session<C: GenericClient>(c: &C, session: &SessionRecord, dr
             &session.expires_at,
             &session.ended_at,
             &session.ip_hash,
+            &session.factor_required,
+            &session.factor_verified_at,
         ],
     )
     .await
@@ -342,6 +342,180 @@ pub async fn end_session<C: GenericClient>(c: &C, ws: &str, user: Uuid, id: Uuid
             .map_err(map_err)?;
         return exists.map(|_| false).ok_or(StoreError::NotFound("session"));
     }
+    audit::append(c, draft).await?;
+    Ok(true)
+}
+
+/// Ends every session of a user (a factor change, a disable).
+async fn end_sessions_of<C: GenericClient>(c: &C, user: Uuid, at: i64) -> StoreResult<()> {
+    c.execute(
+        "UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND ended_at IS NULL",
+        &[&user.as_bytes().as_slice(), &at],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub async fn verify_session_factor<C: GenericClient>(c: &C, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE sessions SET factor_verified_at = $2 WHERE id = $1 AND ended_at IS NULL AND factor_verified_at IS NULL",
+            &[&id.as_bytes().as_slice(), &at],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Ended("session"));
+    }
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn fail_session_factor<C: GenericClient>(c: &C, id: Uuid, limit: i64, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let row = c
+        .query_opt(
+            "UPDATE sessions SET factor_failures = factor_failures + 1,
+                 ended_at = CASE WHEN factor_failures + 1 >= $2 THEN $3 ELSE ended_at END
+             WHERE id = $1 AND ended_at IS NULL RETURNING ended_at",
+            &[&id.as_bytes().as_slice(), &limit, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(row.is_none_or(|r| r.get::<_, Option<i64>>(0).is_some()))
+}
+
+const TOTP_COLUMNS: &str = "user_id, workspace_id, secret_ct, created_at, confirmed_at, last_step";
+
+fn totp_from_row(r: &Row) -> StoreResult<TotpRecord> {
+    let id: &[u8] = r.try_get(0).map_err(map_err)?;
+    Ok(TotpRecord {
+        user_id: Uuid::from_slice(id).map_err(|_| malformed("id"))?,
+        workspace_id: r.try_get(1).map_err(map_err)?,
+        secret_ct: r.try_get(2).map_err(map_err)?,
+        created_at: r.try_get(3).map_err(map_err)?,
+        confirmed_at: r.try_get(4).map_err(map_err)?,
+        last_step: r.try_get(5).map_err(map_err)?,
+    })
+}
+
+pub async fn find_totp<C: GenericClient>(c: &C, ws: &str, user: Uuid) -> StoreResult<Option<TotpRecord>> {
+    c.query_opt(
+        &format!("SELECT {TOTP_COLUMNS} FROM user_totp WHERE workspace_id = $1 AND user_id = $2"),
+        &[&ws, &user.as_bytes().as_slice()],
+    )
+    .await
+    .map_err(map_err)?
+    .as_ref()
+    .map(totp_from_row)
+    .transpose()
+}
+
+pub async fn start_totp<C: GenericClient>(c: &C, totp: &TotpRecord, draft: &AuditDraft) -> StoreResult<()> {
+    let user = totp.user_id.as_bytes().as_slice();
+    let locked = c
+        .query_opt(
+            "SELECT 1 FROM users WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+            &[&totp.workspace_id, &user],
+        )
+        .await
+        .map_err(map_err)?;
+    if locked.is_none() {
+        return Err(StoreError::NotFound("user"));
+    }
+    if find_totp(c, &totp.workspace_id, totp.user_id)
+        .await?
+        .is_some_and(|t| t.confirmed_at.is_some())
+    {
+        return Err(StoreError::Conflict { field: "second factor" });
+    }
+    c.execute(
+        &format!(
+            "INSERT INTO user_totp ({TOTP_COLUMNS}) VALUES ($1, $2, $3, $4, NULL, 0)
+             ON CONFLICT (user_id) DO UPDATE SET secret_ct = excluded.secret_ct, created_at = excluded.created_at, last_step = 0"
+        ),
+        &[&user, &totp.workspace_id, &totp.secret_ct, &totp.created_at],
+    )
+    .await
+    .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn confirm_totp<C: GenericClient>(
+    c: &C,
+    ws: &str,
+    user: Uuid,
+    step: i64,
+    recovery: &[Vec<u8>],
+    at: i64,
+    draft: &AuditDraft,
+) -> StoreResult<()> {
+    let id = user.as_bytes().as_slice();
+    let n = c
+        .execute(
+            "UPDATE user_totp SET confirmed_at = $3, last_step = $4 WHERE workspace_id = $1 AND user_id = $2 AND confirmed_at IS NULL",
+            &[&ws, &id, &at, &step],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Ended("enrolment"));
+    }
+    c.execute("DELETE FROM user_recovery_codes WHERE user_id = $1", &[&id])
+        .await
+        .map_err(map_err)?;
+    for hash in recovery {
+        c.execute(
+            "INSERT INTO user_recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, NULL)",
+            &[&id, hash],
+        )
+        .await
+        .map_err(map_err)?;
+    }
+    end_sessions_of(c, user, at).await?;
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn use_totp_step<C: GenericClient>(c: &C, ws: &str, user: Uuid, step: i64) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE user_totp SET last_step = $3 WHERE workspace_id = $1 AND user_id = $2 AND confirmed_at IS NOT NULL AND last_step < $3",
+            &[&ws, &user.as_bytes().as_slice(), &step],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(n == 1)
+}
+
+pub async fn use_recovery_code<C: GenericClient>(c: &C, ws: &str, user: Uuid, hash: &[u8], at: i64) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE user_recovery_codes SET used_at = $3 WHERE user_id = $1 AND code_hash = $2 AND used_at IS NULL
+             AND EXISTS (SELECT 1 FROM users WHERE id = $1 AND workspace_id = $4)",
+            &[&user.as_bytes().as_slice(), &hash, &at, &ws],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(n == 1)
+}
+
+pub async fn remove_second_factors<C: GenericClient>(c: &C, ws: &str, user: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let id = user.as_bytes().as_slice();
+    let n = c
+        .execute("DELETE FROM user_totp WHERE workspace_id = $1 AND user_id = $2", &[&ws, &id])
+        .await
+        .map_err(map_err)?;
+    c.execute("DELETE FROM user_recovery_codes WHERE user_id = $1", &[&id])
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    end_sessions_of(c, user, at).await?;
     audit::append(c, draft).await?;
     Ok(true)
 }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_vault.sql")),
     (2, include_str!("../../../migrations/sqlite/0002_users.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_sessions.sql")),
+    (4, include_str!("../../../migrations/sqlite/0004_second_factors.sql")),
 ];
 const READERS: usize = 4;
 
@@ -433,6 +434,54 @@ impl Store for SqliteStore {
     async fn end_session(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
         let ws = workspace_id.to_string();
         self.write(move |c| users::end_session(c, &ws, user_id, id, at, &audit_draft)).await
+    }
+
+    async fn verify_session_factor(&self, session_id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        self.write(move |c| users::verify_session_factor(c, session_id, at, &audit_draft))
+            .await
+    }
+
+    async fn fail_session_factor(&self, session_id: Uuid, limit: i64, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        self.write(move |c| users::fail_session_factor(c, session_id, limit, at, &audit_draft))
+            .await
+    }
+
+    async fn start_totp(&self, totp: TotpRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        self.write(move |c| users::start_totp(c, &totp, &audit_draft)).await
+    }
+
+    async fn find_totp(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Option<TotpRecord>> {
+        self.read_point(|c| users::find_totp(c, workspace_id, user_id)).await
+    }
+
+    async fn confirm_totp(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        step: i64,
+        recovery_hashes: Vec<Vec<u8>>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::confirm_totp(c, &ws, user_id, step, &recovery_hashes, at, &audit_draft))
+            .await
+    }
+
+    async fn use_totp_step(&self, workspace_id: &str, user_id: Uuid, step: i64) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::use_totp_step(c, &ws, user_id, step)).await
+    }
+
+    async fn use_recovery_code(&self, workspace_id: &str, user_id: Uuid, code_hash: &[u8], at: i64) -> StoreResult<bool> {
+        let (ws, hash) = (workspace_id.to_string(), code_hash.to_vec());
+        self.write(move |c| users::use_recovery_code(c, &ws, user_id, &hash, at)).await
+    }
+
+    async fn remove_second_factors(&self, workspace_id: &str, user_id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::remove_second_factors(c, &ws, user_id, at, &audit_draft))
+            .await
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

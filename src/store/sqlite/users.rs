@@ -2,7 +2,7 @@
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, UserRecord, UserStatus};
+use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
@@ -159,11 +159,7 @@ pub fn set_status(c: &Connection, ws: &str, id: Uuid, status: UserStatus, at: i6
     .map_err(map_err)?;
     if status == UserStatus::Disabled {
         revoke_keys_of(c, ws, id, at)?;
-        c.execute(
-            "UPDATE sessions SET ended_at = ?2 WHERE user_id = ?1 AND ended_at IS NULL",
-            params![id.as_bytes().as_slice(), at],
-        )
-        .map_err(map_err)?;
+        end_sessions_of(c, id, at)?;
     }
     audit::append(c, draft)?;
     Ok(true)
@@ -199,7 +195,8 @@ pub fn update_password_hash(c: &Connection, ws: &str, id: Uuid, hash: &str, at: 
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash";
+const SESSION_COLUMNS: &str =
+    "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash, factor_required, factor_verified_at";
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let bad = |i: usize| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, "malformed session id".into());
@@ -215,12 +212,14 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         expires_at: r.get(6)?,
         ended_at: r.get(7)?,
         ip_hash: r.get(8)?,
+        factor_required: r.get(9)?,
+        factor_verified_at: r.get(10)?,
     })
 }
 
 pub fn create_session(c: &Connection, session: &SessionRecord, draft: &AuditDraft) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
         params![
             session.id.as_bytes().as_slice(),
             session.token_hash,
@@ -230,7 +229,9 @@ pub fn create_session(c: &Connection, session: &SessionRecord, draft: &AuditDraf
             session.last_seen_at,
             session.expires_at,
             session.ended_at,
-            session.ip_hash
+            session.ip_hash,
+            session.factor_required,
+            session.factor_verified_at
         ],
     )
     .map_err(map_err)?;
@@ -284,6 +285,158 @@ pub fn end_session(c: &Connection, ws: &str, user: Uuid, id: Uuid, at: i64, draf
             .map_err(map_err)?;
         return exists.map(|()| false).ok_or(StoreError::NotFound("session"));
     }
+    audit::append(c, draft)?;
+    Ok(true)
+}
+
+/// Ends every session of a user (a factor change, a disable).
+fn end_sessions_of(c: &Connection, user: Uuid, at: i64) -> StoreResult<()> {
+    c.execute(
+        "UPDATE sessions SET ended_at = ?2 WHERE user_id = ?1 AND ended_at IS NULL",
+        params![user.as_bytes().as_slice(), at],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn verify_session_factor(c: &Connection, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE sessions SET factor_verified_at = ?2 WHERE id = ?1 AND ended_at IS NULL AND factor_verified_at IS NULL",
+            params![id.as_bytes().as_slice(), at],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Ended("session"));
+    }
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn fail_session_factor(c: &Connection, id: Uuid, limit: i64, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    c.execute(
+        "UPDATE sessions SET factor_failures = factor_failures + 1,
+             ended_at = CASE WHEN factor_failures + 1 >= ?2 THEN ?3 ELSE ended_at END
+         WHERE id = ?1 AND ended_at IS NULL",
+        params![id.as_bytes().as_slice(), limit, at],
+    )
+    .map_err(map_err)?;
+    let ended: Option<i64> = c
+        .query_row("SELECT ended_at FROM sessions WHERE id = ?1", [id.as_bytes().as_slice()], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(map_err)?
+        .flatten();
+    audit::append(c, draft)?;
+    Ok(ended.is_some())
+}
+
+const TOTP_COLUMNS: &str = "user_id, workspace_id, secret_ct, created_at, confirmed_at, last_step";
+
+fn totp_from_row(r: &Row<'_>) -> rusqlite::Result<TotpRecord> {
+    let id: Vec<u8> = r.get(0)?;
+    Ok(TotpRecord {
+        user_id: Uuid::from_slice(&id)
+            .map_err(|_| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, "malformed user id".into()))?,
+        workspace_id: r.get(1)?,
+        secret_ct: r.get(2)?,
+        created_at: r.get(3)?,
+        confirmed_at: r.get(4)?,
+        last_step: r.get(5)?,
+    })
+}
+
+pub fn find_totp(c: &Connection, ws: &str, user: Uuid) -> rusqlite::Result<Option<TotpRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {TOTP_COLUMNS} FROM user_totp WHERE workspace_id = ?1 AND user_id = ?2"
+    ))?
+    .query_row(params![ws, user.as_bytes().as_slice()], totp_from_row)
+    .optional()
+}
+
+pub fn start_totp(c: &Connection, totp: &TotpRecord, draft: &AuditDraft) -> StoreResult<()> {
+    if find(c, &totp.workspace_id, totp.user_id).map_err(map_err)?.is_none() {
+        return Err(StoreError::NotFound("user"));
+    }
+    if find_totp(c, &totp.workspace_id, totp.user_id)
+        .map_err(map_err)?
+        .is_some_and(|t| t.confirmed_at.is_some())
+    {
+        return Err(StoreError::Conflict { field: "second factor" });
+    }
+    c.execute(
+        &format!("INSERT OR REPLACE INTO user_totp ({TOTP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, NULL, 0)"),
+        params![
+            totp.user_id.as_bytes().as_slice(),
+            totp.workspace_id,
+            totp.secret_ct,
+            totp.created_at
+        ],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn confirm_totp(c: &Connection, ws: &str, user: Uuid, step: i64, recovery: &[Vec<u8>], at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE user_totp SET confirmed_at = ?3, last_step = ?4 WHERE workspace_id = ?1 AND user_id = ?2 AND confirmed_at IS NULL",
+            params![ws, user.as_bytes().as_slice(), at, step],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Ended("enrolment"));
+    }
+    c.execute("DELETE FROM user_recovery_codes WHERE user_id = ?1", [user.as_bytes().as_slice()])
+        .map_err(map_err)?;
+    for hash in recovery {
+        c.execute(
+            "INSERT INTO user_recovery_codes (user_id, code_hash, used_at) VALUES (?1, ?2, NULL)",
+            params![user.as_bytes().as_slice(), hash],
+        )
+        .map_err(map_err)?;
+    }
+    end_sessions_of(c, user, at)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn use_totp_step(c: &Connection, ws: &str, user: Uuid, step: i64) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE user_totp SET last_step = ?3 WHERE workspace_id = ?1 AND user_id = ?2 AND confirmed_at IS NOT NULL AND last_step < ?3",
+            params![ws, user.as_bytes().as_slice(), step],
+        )
+        .map_err(map_err)?;
+    Ok(n == 1)
+}
+
+pub fn use_recovery_code(c: &Connection, ws: &str, user: Uuid, hash: &[u8], at: i64) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE user_recovery_codes SET used_at = ?3 WHERE user_id = ?1 AND code_hash = ?2 AND used_at IS NULL
+             AND EXISTS (SELECT 1 FROM users WHERE id = ?1 AND workspace_id = ?4)",
+            params![user.as_bytes().as_slice(), hash, at, ws],
+        )
+        .map_err(map_err)?;
+    Ok(n == 1)
+}
+
+pub fn remove_second_factors(c: &Connection, ws: &str, user: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "DELETE FROM user_totp WHERE workspace_id = ?1 AND user_id = ?2",
+            params![ws, user.as_bytes().as_slice()],
+        )
+        .map_err(map_err)?;
+    c.execute("DELETE FROM user_recovery_codes WHERE user_id = ?1", [user.as_bytes().as_slice()])
+        .map_err(map_err)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    end_sessions_of(c, user, at)?;
     audit::append(c, draft)?;
     Ok(true)
 }
