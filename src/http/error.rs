@@ -49,6 +49,8 @@ pub enum ApiError {
     SignInRefused,
     /// 401: the session waits for its second factor, or a second-factor code was refused.
     SecondFactor(String),
+    /// 429: too many failed sign-ins; retry after this many seconds.
+    TooManyRequests { retry_after: u64 },
     /// 403: the key lacks a permission.
     Forbidden(String),
     /// 404: no such resource, or one outside the key's workspace or lists.
@@ -89,6 +91,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } | ApiError::SignInRefused | ApiError::SecondFactor(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -125,6 +128,12 @@ impl ApiError {
                 vec![],
             ),
             ApiError::SecondFactor(detail) => ("second-factor", "Second factor needed", detail, vec![]),
+            ApiError::TooManyRequests { retry_after } => (
+                "too-many-requests",
+                "Too many failed sign-ins",
+                format!("too many failed sign-ins; try again in {retry_after} seconds"),
+                vec![],
+            ),
             ApiError::Forbidden(detail) => ("forbidden", "Forbidden", detail, vec![]),
             ApiError::NotFound(detail) => ("not-found", "Not found", detail, vec![]),
             ApiError::MethodNotAllowed(detail) => ("method-not-allowed", "Method not allowed", detail, vec![]),
@@ -206,6 +215,7 @@ impl From<crate::vault::sessions::SessionError> for ApiError {
             SessionError::SignInRefused => ApiError::SignInRefused,
             SessionError::Invalid => ApiError::Unauthorized { presented: true },
             e @ (SessionError::FactorRequired | SessionError::FactorRefused) => ApiError::SecondFactor(e.to_string()),
+            SessionError::Throttled { retry_after } => ApiError::TooManyRequests { retry_after },
             SessionError::Vault(e) => e.into(),
         }
     }
@@ -232,8 +242,15 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized { presented: true } => Some("Bearer realm=\"consentry\", error=\"invalid_token\""),
             _ => None,
         };
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after } => HeaderValue::from_str(&retry_after.to_string()).ok(),
+            _ => None,
+        };
         let problem = self.into_problem();
         let mut res = render(status, &problem);
+        if let Some(v) = retry_after {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         if let Some(c) = challenge {
             res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
@@ -296,6 +313,19 @@ pub struct CommonErrors;
 impl utoipa::IntoResponses for CommonErrors {
     fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
         responses(&[400, 401, 403, 404, 422, 500, 503])
+    }
+}
+
+/// A sign-in refused for too many failures.
+pub struct ThrottledError;
+
+impl utoipa::IntoResponses for ThrottledError {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        let mut map = BTreeMap::new();
+        let response = problem_response("Too many failed sign-ins for this address or from this client")
+            .header("Retry-After", string_header("Seconds to wait"));
+        map.insert("429".into(), RefOr::T(response.build()));
+        map
     }
 }
 

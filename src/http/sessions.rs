@@ -4,7 +4,7 @@
 //! their password.
 
 use super::auth::{require_csrf, session_cookie as cookie_token, Auth, ClientIp, CurrentSession, SESSION_COOKIE};
-use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
+use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError, ThrottledError};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::access::password::MAX_CHARS;
@@ -97,7 +97,11 @@ fn session_cookie(token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiErro
 /// Sign in.
 ///
 /// A wrong address, a wrong password, an unknown workspace and a user who is
-/// not active all get the same answer, after the same time. The session token is
+/// not active all get the same answer, after the same time. After five failures
+/// for one address within 15 minutes each further attempt for it waits (1 s,
+/// doubling, at most 5 minutes), whether or not an account has the address; after
+/// 30 failures from one client the client waits for the 15 minutes to pass (429
+/// with `Retry-After`). The session token is
 /// set as the `__Host-consentry_session` cookie (Secure, HttpOnly,
 /// SameSite=Strict); it ends after 30 minutes without a request and 12 hours
 /// after sign-in.
@@ -109,7 +113,7 @@ fn session_cookie(token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiErro
     responses(
         (status = 200, description = "Signed in; the session cookie is set", body = SignedIn,
          headers(("Set-Cookie" = String, description = "The session cookie"))),
-        BodyErrors, CommonErrors
+        ThrottledError, BodyErrors, CommonErrors
     ),
     security(())
 )]

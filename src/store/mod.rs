@@ -162,6 +162,23 @@ pub trait Store: Send + Sync + 'static {
     /// sessions; `false` (and no event) when they had none.
     async fn remove_second_factors(&self, workspace_id: &str, user_id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
 
+    // Sign-in throttling (shared by every server on the store)
+
+    /// Failed sign-ins counted under `scope` (`account` or `address`) and `key`.
+    async fn sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<Option<SignInFailures>>;
+    /// Counts a failed sign-in; a count whose first failure is older than
+    /// `window` starts over. Returns the count after it.
+    async fn record_sign_in_failure(
+        &self,
+        workspace_id: &str,
+        scope: &str,
+        key: &[u8],
+        at: i64,
+        window: i64,
+    ) -> StoreResult<SignInFailures>;
+    /// Forgets the failures of a key (after a successful sign-in).
+    async fn clear_sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<()>;
+
     // Attribute schema
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>>;

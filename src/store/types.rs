@@ -135,6 +135,14 @@ pub struct TotpRecord {
     pub last_step: i64,
 }
 
+/// Failed sign-ins counted for one account or one client address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignInFailures {
+    pub failures: i64,
+    pub first_at: i64,
+    pub last_at: i64,
+}
+
 /// One attribute of a workspace schema.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttributeDef {

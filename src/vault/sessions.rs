@@ -35,6 +35,27 @@ pub const SESSION_IDLE_MICROS: i64 = 30 * 60 * 1_000_000;
 const TOUCH_EVERY_MICROS: i64 = 60 * 1_000_000;
 const SESSION_PREFIX: &str = "css_";
 
+/// Failed sign-ins are counted over this window.
+pub const THROTTLE_WINDOW_MICROS: i64 = 15 * 60 * 1_000_000;
+/// Failures for one address typed before each further attempt must wait.
+pub const ACCOUNT_FREE_FAILURES: i64 = 5;
+/// The longest wait for one address (it doubles with every failure up to this):
+/// never a lockout a stranger can make permanent.
+pub const ACCOUNT_MAX_DELAY_SECS: u64 = 300;
+/// Failures from one client address within the window before it must wait for
+/// the window to pass.
+pub const ADDRESS_MAX_FAILURES: i64 = 30;
+
+/// The wait (seconds) before another attempt for an address with `f` failures,
+/// counted from the last one.
+pub fn account_delay_secs(failures: i64) -> u64 {
+    if failures < ACCOUNT_FREE_FAILURES {
+        return 0;
+    }
+    let doublings = u32::try_from(failures - ACCOUNT_FREE_FAILURES).unwrap_or(u32::MAX).min(16);
+    (1u64 << doublings).min(ACCOUNT_MAX_DELAY_SECS)
+}
+
 /// Why a sign-in or a session was refused; one message each, whatever the cause.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
@@ -47,6 +68,8 @@ pub enum SessionError {
     FactorRequired,
     #[error("the code is wrong or was used already")]
     FactorRefused,
+    #[error("too many failed sign-ins; try again in {retry_after} seconds")]
+    Throttled { retry_after: u64 },
     #[error(transparent)]
     Vault(#[from] VaultError),
 }
@@ -132,6 +155,22 @@ impl Vault {
             Err(VaultError::NotFound(_)) => None,
             Err(e) => return Err(e.into()),
         };
+        // Throttling keys: the address as typed (whether or not an account has it,
+        // so that throttling tells nothing) and the client address.
+        let account_key = keys
+            .as_ref()
+            .map(|k| k.token_hash("sign_in_account", email.trim().to_lowercase().as_bytes()).to_vec());
+        let address_key = match (&keys, ip) {
+            (Some(k), Some(ip)) => Some(k.token_hash("sign_in_address", ip.to_string().as_bytes()).to_vec()),
+            _ => None,
+        };
+        let now = self.now();
+        if let Some(wait) = self
+            .sign_in_wait(&workspace_id, account_key.as_deref(), address_key.as_deref(), now)
+            .await?
+        {
+            return Err(SessionError::Throttled { retry_after: wait });
+        }
         let user = match (&keys, EmailAddress::parse(email.trim())) {
             (Some(keys), Ok(address)) => self
                 .store
@@ -149,17 +188,25 @@ impl Vault {
         };
         let (Some(keys), Some(user), Verified::Valid { rehash }) = (keys, active, verified) else {
             if self.keys(&workspace_id).await.is_ok() {
+                let target = user.as_ref().map(|u| format!("user:{}", u.id));
                 let mut draft = AuditDraft::new(&workspace_id, "anonymous", "user.sign_in_failed")
                     .outcome(Outcome::Denied)
-                    .ip_hash(ip_hash);
-                if let Some(u) = &user {
-                    draft = draft.target(format!("user:{}", u.id));
+                    .ip_hash(ip_hash.clone());
+                if let Some(t) = &target {
+                    draft = draft.target(t.clone());
                 }
                 self.store.record_audit(draft).await.map_err(VaultError::from)?;
+                self.count_sign_in_failure(&workspace_id, account_key.as_deref(), address_key.as_deref(), target, ip_hash, now)
+                    .await?;
             }
             return Err(SessionError::SignInRefused);
         };
-        let now = self.now();
+        if let Some(k) = &account_key {
+            self.store
+                .clear_sign_in_failures(&workspace_id, "account", k)
+                .await
+                .map_err(VaultError::from)?;
+        }
         let factor_required = self
             .store
             .find_totp(&workspace_id, user.id)
@@ -205,6 +252,63 @@ impl Vault {
             token: SecretString::from(token),
             user: user_view(&keys, user)?,
         })
+    }
+
+    /// How long a sign-in must wait (seconds), if at all, given the failures
+    /// counted for the address typed and for the client address.
+    async fn sign_in_wait(&self, ws: &str, account: Option<&[u8]>, address: Option<&[u8]>, now: i64) -> VaultResult<Option<u64>> {
+        let mut wait = 0u64;
+        if let Some(key) = account {
+            if let Some(f) = self.store.sign_in_failures(ws, "account", key).await? {
+                if now - f.first_at < THROTTLE_WINDOW_MICROS {
+                    let until = f.last_at + i64::try_from(account_delay_secs(f.failures)).unwrap_or(i64::MAX / 2) * 1_000_000;
+                    wait = wait.max(secs_until(now, until));
+                }
+            }
+        }
+        if let Some(key) = address {
+            if let Some(f) = self.store.sign_in_failures(ws, "address", key).await? {
+                if f.failures >= ADDRESS_MAX_FAILURES && now - f.first_at < THROTTLE_WINDOW_MICROS {
+                    wait = wait.max(secs_until(now, f.first_at + THROTTLE_WINDOW_MICROS));
+                }
+            }
+        }
+        Ok((wait > 0).then_some(wait))
+    }
+
+    /// Counts a failed sign-in for the address typed and the client address;
+    /// the account's owner finds an event when its attempts start to be slowed.
+    async fn count_sign_in_failure(
+        &self,
+        ws: &str,
+        account: Option<&[u8]>,
+        address: Option<&[u8]>,
+        target: Option<String>,
+        ip_hash: Option<String>,
+        now: i64,
+    ) -> VaultResult<()> {
+        if let Some(key) = account {
+            let f = self
+                .store
+                .record_sign_in_failure(ws, "account", key, now, THROTTLE_WINDOW_MICROS)
+                .await?;
+            if f.failures == ACCOUNT_FREE_FAILURES {
+                let mut draft = AuditDraft::new(ws, "anonymous", "user.sign_in_throttled")
+                    .outcome(Outcome::Denied)
+                    .ip_hash(ip_hash)
+                    .details(serde_json::json!({ "failures": f.failures, "window_minutes": THROTTLE_WINDOW_MICROS / 60_000_000 }));
+                if let Some(t) = target {
+                    draft = draft.target(t);
+                }
+                self.store.record_audit(draft).await?;
+            }
+        }
+        if let Some(key) = address {
+            self.store
+                .record_sign_in_failure(ws, "address", key, now, THROTTLE_WINDOW_MICROS)
+                .await?;
+        }
+        Ok(())
     }
 
     /// A live session by its token, with its user, whether or not its second
@@ -291,4 +395,29 @@ fn signed_in_user(p: &Principal) -> VaultResult<Uuid> {
         .strip_prefix("user:")
         .and_then(|id| Uuid::parse_str(id).ok())
         .ok_or_else(|| VaultError::BadRequest("sessions belong to signed-in users; an API key has none".into()))
+}
+
+/// Whole seconds from `now` until `until` (both in microseconds), at least 1 when later.
+fn secs_until(now: i64, until: i64) -> u64 {
+    if until <= now {
+        0
+    } else {
+        u64::try_from((until - now + 999_999) / 1_000_000).unwrap_or(u64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_delay_doubles_after_five_failures_up_to_five_minutes() {
+        let delays: Vec<u64> = (0..16).map(account_delay_secs).collect();
+        assert_eq!(&delays[..5], &[0, 0, 0, 0, 0]);
+        assert_eq!(&delays[5..10], &[1, 2, 4, 8, 16]);
+        assert_eq!(delays[14], 300);
+        assert_eq!(account_delay_secs(i64::MAX), 300);
+        assert_eq!(secs_until(0, 1), 1);
+        assert_eq!(secs_until(5, 5), 0);
+    }
 }

@@ -1545,4 +1545,27 @@ mod sessions {
     async fn pair_of_new_sign_in(app: &TestApp) -> String {
         sign_in(app, "iris@example.com").await.1
     }
+
+    #[tokio::test]
+    async fn repeated_failures_are_answered_429_with_retry_after_for_any_address() {
+        let app = spawn_app().await;
+        active_user(&app, "sem@example.com", "viewer").await;
+        for email in ["sem@example.com", "nobody@example.com"] {
+            let attempt = |password: &str| {
+                app.client
+                    .post(app.url("/api/v1/auth/login"))
+                    .json(&json!({ "email": email, "password": password }))
+                    .send()
+            };
+            for _ in 0..5 {
+                assert_eq!(attempt("wrong wrong wrong wrong").await.unwrap().status(), 401);
+            }
+            let slowed = attempt(PASSWORD).await.unwrap();
+            assert_eq!(slowed.status(), 429, "{email}");
+            assert_eq!(slowed.headers()["retry-after"], "1");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (_, cookie, _) = sign_in(&app, "sem@example.com").await;
+        assert!(cookie.starts_with("__Host-consentry_session=css_"));
+    }
 }

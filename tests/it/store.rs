@@ -231,6 +231,7 @@ conformance!(
     users_and_invitations_round_trip,
     sessions_round_trip,
     second_factors_round_trip,
+    sign_in_failures_count_within_their_window,
     checkpoints_round_trip,
 );
 
@@ -1768,6 +1769,36 @@ async fn second_factors_round_trip(b: &Backend) {
         .await
         .unwrap());
     assert_eq!(head(b, &ws).await, reset, "resetting twice recorded twice");
+}
+
+/// Failed sign-ins count per workspace, scope and key, start over when the
+/// first one is older than the window, and are forgotten on demand.
+async fn sign_in_failures_count_within_their_window(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    let (t0, window) = (now(), 900_000_000);
+    assert_eq!(s.sign_in_failures(&ws.id, "account", &[1; 32]).await.unwrap(), None);
+    for (i, at) in [t0, t0 + 10, t0 + 20].into_iter().enumerate() {
+        let f = s.record_sign_in_failure(&ws.id, "account", &[1; 32], at, window).await.unwrap();
+        assert_eq!((f.failures, f.first_at, f.last_at), (i as i64 + 1, t0, at));
+    }
+    s.record_sign_in_failure(&ws.id, "address", &[1; 32], t0, window).await.unwrap();
+    s.record_sign_in_failure(&other.id, "account", &[1; 32], t0, window).await.unwrap();
+    assert_eq!(s.sign_in_failures(&ws.id, "account", &[1; 32]).await.unwrap().unwrap().failures, 3);
+    assert_eq!(s.sign_in_failures(&ws.id, "address", &[1; 32]).await.unwrap().unwrap().failures, 1);
+    assert_eq!(
+        s.sign_in_failures(&other.id, "account", &[1; 32]).await.unwrap().unwrap().failures,
+        1
+    );
+    let late = t0 + window;
+    let f = s.record_sign_in_failure(&ws.id, "account", &[1; 32], late, window).await.unwrap();
+    assert_eq!((f.failures, f.first_at), (1, late), "a count older than the window starts over");
+    s.clear_sign_in_failures(&ws.id, "account", &[1; 32]).await.unwrap();
+    assert_eq!(s.sign_in_failures(&ws.id, "account", &[1; 32]).await.unwrap(), None);
+    assert!(
+        s.sign_in_failures(&ws.id, "address", &[1; 32]).await.unwrap().is_some(),
+        "only that key"
+    );
 }
 
 /// Checkpoints come back per workspace, in sequence order, with signatures that

@@ -385,4 +385,74 @@ mod sign_in {
         assert!(after.starts_with("$argon2id$v=19$m=19456,t=3,p=1$"), "{after}");
         t.vault.sign_in(None, "fenna@example.com", &secret(PASSWORD), None).await.unwrap();
     }
+
+    #[tokio::test]
+    async fn failed_sign_ins_slow_down_the_address_typed_and_the_client_whether_or_not_the_account_exists() {
+        use consentry::vault::sessions::ADDRESS_MAX_FAILURES;
+        let t = setup().await;
+        let ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+        let (right, wrong) = (secret(PASSWORD), secret("wrong wrong wrong wrong"));
+        let attempt = |email: &'static str, password: &'static str| {
+            let password = if password == PASSWORD { &right } else { &wrong };
+            t.vault.sign_in(None, email, password, Some(ip))
+        };
+        for email in ["fenna@example.com", "nobody@example.com"] {
+            for _ in 0..5 {
+                assert!(matches!(
+                    attempt(email, "wrong wrong wrong wrong").await,
+                    Err(SessionError::SignInRefused)
+                ));
+            }
+            // The sixth attempt, even with the right password, waits a second.
+            match attempt(email, PASSWORD).await {
+                Err(SessionError::Throttled { retry_after: 1 }) => {}
+                other => panic!("{email}: {other:?}"),
+            }
+        }
+        t.clock.advance(1_000_001);
+        assert!(
+            attempt("fenna@example.com", PASSWORD).await.is_ok(),
+            "after the wait the right password works"
+        );
+        // Success forgets the address's failures: five more are free again.
+        for _ in 0..4 {
+            assert!(matches!(
+                attempt("fenna@example.com", "wrong wrong wrong wrong").await,
+                Err(SessionError::SignInRefused)
+            ));
+        }
+        assert!(attempt("fenna@example.com", PASSWORD).await.is_ok());
+        let events = t.vault.audit_events(&Principal::operator(&t.ws), 0, 200).await.unwrap();
+        let throttled: Vec<_> = events.iter().filter(|e| e.action == "user.sign_in_throttled").collect();
+        assert_eq!(throttled.len(), 2, "one event per address when slowing starts");
+        assert_eq!(
+            throttled[0].target.as_deref(),
+            Some(format!("user:{}", t.user_id).as_str()),
+            "the owner can find it"
+        );
+        assert_eq!(throttled[1].target, None);
+
+        // One client with many failures across addresses waits for the window to pass.
+        let mut refused = 0;
+        for i in 0..ADDRESS_MAX_FAILURES {
+            t.clock.advance(1);
+            let email: &'static str = Box::leak(format!("guess{i}@example.com").into_boxed_str());
+            if matches!(attempt(email, "wrong wrong wrong wrong").await, Err(SessionError::SignInRefused)) {
+                refused += 1;
+            }
+        }
+        // 14 failures from this client came before (5 + 5 + 4; a slowed attempt
+        // is not counted), so the limit was reached 16 guesses later.
+        assert_eq!(refused, ADDRESS_MAX_FAILURES - 14);
+        match attempt("fenna@example.com", PASSWORD).await {
+            Err(SessionError::Throttled { retry_after }) => assert!(retry_after > 60, "{retry_after}"),
+            other => panic!("the client was not slowed: {other:?}"),
+        }
+        let elsewhere = t
+            .vault
+            .sign_in(None, "fenna@example.com", &right, Some("203.0.113.9".parse().unwrap()));
+        assert!(elsewhere.await.is_ok(), "another client is not held up");
+        t.clock.advance(consentry::vault::sessions::THROTTLE_WINDOW_MICROS);
+        assert!(attempt("fenna@example.com", PASSWORD).await.is_ok(), "no lasting lockout");
+    }
 }

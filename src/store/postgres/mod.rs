@@ -22,6 +22,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/postgres/0002_users.sql")),
     (3, include_str!("../../../migrations/postgres/0003_sessions.sql")),
     (4, include_str!("../../../migrations/postgres/0004_second_factors.sql")),
+    (5, include_str!("../../../migrations/postgres/0005_sign_in_throttle.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -595,6 +596,25 @@ impl Store for PostgresStore {
         let removed = users::remove_second_factors(&*tx, workspace_id, user_id, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(removed)
+    }
+
+    async fn sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<Option<SignInFailures>> {
+        users::sign_in_failures(&**self.client().await?, workspace_id, scope, key).await
+    }
+
+    async fn record_sign_in_failure(
+        &self,
+        workspace_id: &str,
+        scope: &str,
+        key: &[u8],
+        at: i64,
+        window: i64,
+    ) -> StoreResult<SignInFailures> {
+        users::record_sign_in_failure(&**self.client().await?, workspace_id, scope, key, at, window).await
+    }
+
+    async fn clear_sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<()> {
+        users::clear_sign_in_failures(&**self.client().await?, workspace_id, scope, key).await
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

@@ -22,6 +22,7 @@ const TABLES: &[&str] = &[
     "sessions",
     "user_totp",
     "user_recovery_codes",
+    "sign_in_failures",
     "attributes",
     "contacts",
     "lists",

@@ -2,7 +2,7 @@
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
+use crate::store::{InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
@@ -518,4 +518,57 @@ pub async fn remove_second_factors<C: GenericClient>(c: &C, ws: &str, user: Uuid
     end_sessions_of(c, user, at).await?;
     audit::append(c, draft).await?;
     Ok(true)
+}
+
+fn failures_from_row(r: &Row) -> StoreResult<SignInFailures> {
+    Ok(SignInFailures {
+        failures: r.try_get(0).map_err(map_err)?,
+        first_at: r.try_get(1).map_err(map_err)?,
+        last_at: r.try_get(2).map_err(map_err)?,
+    })
+}
+
+pub async fn sign_in_failures<C: GenericClient>(c: &C, ws: &str, scope: &str, key: &[u8]) -> StoreResult<Option<SignInFailures>> {
+    c.query_opt(
+        "SELECT failures, first_at, last_at FROM sign_in_failures WHERE workspace_id = $1 AND scope = $2 AND key = $3",
+        &[&ws, &scope, &key],
+    )
+    .await
+    .map_err(map_err)?
+    .as_ref()
+    .map(failures_from_row)
+    .transpose()
+}
+
+pub async fn record_sign_in_failure<C: GenericClient>(
+    c: &C,
+    ws: &str,
+    scope: &str,
+    key: &[u8],
+    at: i64,
+    window: i64,
+) -> StoreResult<SignInFailures> {
+    let row = c
+        .query_one(
+            "INSERT INTO sign_in_failures AS f (workspace_id, scope, key, failures, first_at, last_at) VALUES ($1, $2, $3, 1, $4, $4)
+             ON CONFLICT (workspace_id, scope, key) DO UPDATE SET
+                 failures = CASE WHEN f.first_at <= $4 - $5 THEN 1 ELSE f.failures + 1 END,
+                 first_at = CASE WHEN f.first_at <= $4 - $5 THEN $4 ELSE f.first_at END,
+                 last_at = $4
+             RETURNING failures, first_at, last_at",
+            &[&ws, &scope, &key, &at, &window],
+        )
+        .await
+        .map_err(map_err)?;
+    failures_from_row(&row)
+}
+
+pub async fn clear_sign_in_failures<C: GenericClient>(c: &C, ws: &str, scope: &str, key: &[u8]) -> StoreResult<()> {
+    c.execute(
+        "DELETE FROM sign_in_failures WHERE workspace_id = $1 AND scope = $2 AND key = $3",
+        &[&ws, &scope, &key],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../../../migrations/sqlite/0002_users.sql")),
     (3, include_str!("../../../migrations/sqlite/0003_sessions.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_second_factors.sql")),
+    (5, include_str!("../../../migrations/sqlite/0005_sign_in_throttle.sql")),
 ];
 const READERS: usize = 4;
 
@@ -482,6 +483,28 @@ impl Store for SqliteStore {
         let ws = workspace_id.to_string();
         self.write(move |c| users::remove_second_factors(c, &ws, user_id, at, &audit_draft))
             .await
+    }
+
+    async fn sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<Option<SignInFailures>> {
+        self.read_point(|c| users::sign_in_failures(c, workspace_id, scope, key)).await
+    }
+
+    async fn record_sign_in_failure(
+        &self,
+        workspace_id: &str,
+        scope: &str,
+        key: &[u8],
+        at: i64,
+        window: i64,
+    ) -> StoreResult<SignInFailures> {
+        let (ws, scope, key) = (workspace_id.to_string(), scope.to_string(), key.to_vec());
+        self.write(move |c| users::record_sign_in_failure(c, &ws, &scope, &key, at, window))
+            .await
+    }
+
+    async fn clear_sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<()> {
+        let (ws, scope, key) = (workspace_id.to_string(), scope.to_string(), key.to_vec());
+        self.write(move |c| users::clear_sign_in_failures(c, &ws, &scope, &key)).await
     }
 
     async fn list_attributes(&self, workspace_id: &str) -> StoreResult<Vec<AttributeDef>> {

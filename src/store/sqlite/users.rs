@@ -2,7 +2,7 @@
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, SessionRecord, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
+use crate::store::{InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
@@ -439,4 +439,40 @@ pub fn remove_second_factors(c: &Connection, ws: &str, user: Uuid, at: i64, draf
     end_sessions_of(c, user, at)?;
     audit::append(c, draft)?;
     Ok(true)
+}
+
+pub fn sign_in_failures(c: &Connection, ws: &str, scope: &str, key: &[u8]) -> rusqlite::Result<Option<SignInFailures>> {
+    c.prepare_cached("SELECT failures, first_at, last_at FROM sign_in_failures WHERE workspace_id = ?1 AND scope = ?2 AND key = ?3")?
+        .query_row(params![ws, scope, key], |r| {
+            Ok(SignInFailures {
+                failures: r.get(0)?,
+                first_at: r.get(1)?,
+                last_at: r.get(2)?,
+            })
+        })
+        .optional()
+}
+
+pub fn record_sign_in_failure(c: &Connection, ws: &str, scope: &str, key: &[u8], at: i64, window: i64) -> StoreResult<SignInFailures> {
+    c.execute(
+        "INSERT INTO sign_in_failures (workspace_id, scope, key, failures, first_at, last_at) VALUES (?1, ?2, ?3, 1, ?4, ?4)
+         ON CONFLICT (workspace_id, scope, key) DO UPDATE SET
+             failures = CASE WHEN first_at <= ?4 - ?5 THEN 1 ELSE failures + 1 END,
+             first_at = CASE WHEN first_at <= ?4 - ?5 THEN ?4 ELSE first_at END,
+             last_at = ?4",
+        params![ws, scope, key, at, window],
+    )
+    .map_err(map_err)?;
+    sign_in_failures(c, ws, scope, key)
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound("sign-in failures"))
+}
+
+pub fn clear_sign_in_failures(c: &Connection, ws: &str, scope: &str, key: &[u8]) -> StoreResult<()> {
+    c.execute(
+        "DELETE FROM sign_in_failures WHERE workspace_id = ?1 AND scope = ?2 AND key = ?3",
+        params![ws, scope, key],
+    )
+    .map_err(map_err)?;
+    Ok(())
 }
