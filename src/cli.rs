@@ -100,6 +100,9 @@ pub enum Command {
     /// Manage users: invite colleagues, disable, enable and remove them.
     #[command(subcommand)]
     Users(UsersCmd),
+    /// The workspace's security settings.
+    #[command(subcommand)]
+    Security(SecurityCmd),
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -274,6 +277,17 @@ pub enum UsersCmd {
     /// Accept an invitation: reads the token, then the new password, one per line
     /// on standard input (never on the command line, where process lists show it).
     Accept,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecurityCmd {
+    /// Require a second factor of every user (`on`), or stop requiring it (`off`);
+    /// without an argument, show whether it is required.
+    #[command(name = "require-2fa")]
+    Require2fa {
+        #[arg(value_parser = ["on", "off"])]
+        state: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -814,6 +828,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     eprintln!("{} can now sign in", user.email);
                 }
             }
+            ctx.vault.checkpoint(&ctx.workspace_id).await?;
+            Ok(0)
+        }
+        Command::Security(SecurityCmd::Require2fa { state }) => {
+            let ctx = open(&cli).await?;
+            let p = Principal::operator(&ctx.workspace_id);
+            let required = match state.as_deref() {
+                Some(s) => ctx.vault.set_second_factor_required(&p, s == "on").await?,
+                None => ctx.vault.second_factor_required(&p).await?,
+            };
+            println!("second factor {}", if required { "required" } else { "not required" });
             ctx.vault.checkpoint(&ctx.workspace_id).await?;
             Ok(0)
         }

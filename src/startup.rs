@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(http::keys::router())
         .merge(http::sessions::router())
         .merge(http::users::router())
+        .merge(http::security::router())
         .merge(http::audit::router());
     Router::new()
         .nest("/api/v1", api)

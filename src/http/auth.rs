@@ -35,24 +35,37 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ip = client_ip(parts, &state.settings.trusted_proxies);
-        if let Some(token) = bearer_token(&parts.headers) {
-            return Ok(Auth(state.vault.authenticate(token, ip).await?));
-        }
-        let token = session_cookie(&parts.headers).ok_or(ApiError::Unauthorized { presented: false })?;
-        let (principal, session) = state.vault.authenticate_session(&token, ip).await?;
-        if !parts.method.is_safe() {
-            let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-            if !state.vault.csrf_matches(&principal.workspace_id, &token, presented).await? {
-                return Err(ApiError::Forbidden(
-                    "a request made with the session cookie that changes anything needs the session's CSRF token in `X-Consentry-CSRF`"
-                        .into(),
-                ));
-            }
-        }
-        parts.extensions.insert(CurrentSession(session.id));
-        Ok(Auth(principal))
+        authenticate(parts, state, false).await.map(Auth)
     }
+}
+
+/// Like `Auth`, but a session that may only enrol the second factor its
+/// workspace requires is let through too (the enrolment operations).
+pub struct EnrolAuth(pub Principal);
+
+impl FromRequestParts<AppState> for EnrolAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state, true).await.map(EnrolAuth)
+    }
+}
+
+async fn authenticate(parts: &mut Parts, state: &AppState, to_enrol: bool) -> Result<Principal, ApiError> {
+    let ip = client_ip(parts, &state.settings.trusted_proxies);
+    if let Some(token) = bearer_token(&parts.headers) {
+        return Ok(state.vault.authenticate(token, ip).await?);
+    }
+    let token = session_cookie(&parts.headers).ok_or(ApiError::Unauthorized { presented: false })?;
+    let (principal, session) = match to_enrol {
+        true => state.vault.authenticate_session_to_enrol(&token, ip).await?,
+        false => state.vault.authenticate_session(&token, ip).await?,
+    };
+    if !parts.method.is_safe() {
+        require_csrf(state, &parts.headers, &principal.workspace_id, &token).await?;
+    }
+    parts.extensions.insert(CurrentSession(session.id));
+    Ok(principal)
 }
 
 /// The client's address (see `client_ip`), for requests made before anyone is

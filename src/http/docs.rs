@@ -4,7 +4,7 @@
 //! external style or font, and a `Content-Security-Policy` that forbids loading any.
 
 use super::error::Problem;
-use super::{audit, consents, contacts, exports, imports, keys, lists, ops, sessions, users, AppState};
+use super::{audit, consents, contacts, exports, imports, keys, lists, ops, security, sessions, users, AppState};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -72,6 +72,8 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         sessions::begin_totp,
         sessions::confirm_totp,
         sessions::accept_invitation,
+        security::get_requirement,
+        security::set_requirement,
         audit::list_events,
         ops::healthz,
         ops::readyz,
@@ -90,6 +92,7 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         (name = "keys", description = "API keys"),
         (name = "users", description = "Users: one sign-in per person"),
         (name = "sessions", description = "Signing in, sessions and invitations"),
+        (name = "security", description = "The workspace's security settings"),
         (name = "audit", description = "The audit log"),
         (name = "operations", description = "Health, readiness, metrics and this description")
     )

@@ -3,7 +3,7 @@
 //! signed-in user's sessions; `/api/v1/invitations/accept`: an invitee chooses
 //! their password.
 
-use super::auth::{require_csrf, session_cookie as cookie_token, Auth, ClientIp, CurrentSession, SESSION_COOKIE};
+use super::auth::{require_csrf, session_cookie as cookie_token, Auth, ClientIp, CurrentSession, EnrolAuth, SESSION_COOKIE};
 use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError, ThrottledError};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
@@ -54,6 +54,9 @@ pub struct SignedIn {
     /// When true, the session is usable only after `POST /api/v1/auth/factor`
     /// with a code of the user's authenticator or a recovery code.
     pub second_factor_required: bool,
+    /// When true, the workspace requires a second factor the user has not
+    /// enrolled: the session can only enrol one (`POST /api/v1/auth/factors/totp`).
+    pub second_factor_enrolment_required: bool,
     /// Send this in `X-Consentry-CSRF` with every request made with the session
     /// cookie that changes anything.
     pub csrf_token: String,
@@ -128,6 +131,7 @@ pub async fn sign_in(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJ
         user: signed.user,
         session: signed.session,
         second_factor_required: signed.second_factor_required,
+        second_factor_enrolment_required: signed.second_factor_enrolment_required,
         csrf_token: signed.csrf_token,
     })
     .into_response();
@@ -268,7 +272,7 @@ pub async fn verify_factor(
     responses((status = 200, description = "The seed, shown once", body = TotpEnrolment), ConflictError, CommonErrors),
     security(("session" = []))
 )]
-pub async fn begin_totp(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<TotpEnrolment>, ApiError> {
+pub async fn begin_totp(State(state): State<AppState>, EnrolAuth(p): EnrolAuth) -> Result<Json<TotpEnrolment>, ApiError> {
     Ok(Json(state.vault.begin_totp(&p).await?))
 }
 
@@ -285,7 +289,11 @@ pub async fn begin_totp(State(state): State<AppState>, Auth(p): Auth) -> Result<
     responses((status = 200, description = "The recovery codes", body = RecoveryCodes), ConflictError, BodyErrors, CommonErrors),
     security(("session" = []))
 )]
-pub async fn confirm_totp(State(state): State<AppState>, Auth(p): Auth, ApiJson(body): ApiJson<FactorCode>) -> Result<Response, ApiError> {
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    EnrolAuth(p): EnrolAuth,
+    ApiJson(body): ApiJson<FactorCode>,
+) -> Result<Response, ApiError> {
     let codes = state.vault.confirm_totp(&p, body.code.expose_secret()).await?;
     let mut response = Json(RecoveryCodes { recovery_codes: codes }).into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);

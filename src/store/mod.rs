@@ -162,6 +162,11 @@ pub trait Store: Send + Sync + 'static {
     /// sessions; `false` (and no event) when they had none.
     async fn remove_second_factors(&self, workspace_id: &str, user_id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
 
+    /// Whether the workspace requires a second factor of every user.
+    async fn second_factor_required(&self, workspace_id: &str) -> StoreResult<bool>;
+    /// Sets that requirement; `false` (and no event) when it was so already.
+    async fn set_second_factor_required(&self, workspace_id: &str, required: bool, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+
     // Sign-in throttling (shared by every server on the store)
 
     /// Failed sign-ins counted under `scope` (`account` or `address`) and `key`.

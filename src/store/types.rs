@@ -120,6 +120,9 @@ pub struct SessionRecord {
     /// `factor_verified_at` is set.
     pub factor_required: bool,
     pub factor_verified_at: Option<i64>,
+    /// The workspace requires a second factor and the user had none at sign-in:
+    /// the session may only enrol one.
+    pub enrolment_required: bool,
 }
 
 /// A user's TOTP authenticator (the seed only sealed).

@@ -70,6 +70,9 @@ pub enum SessionError {
     FactorRefused,
     #[error("too many failed sign-ins; try again in {retry_after} seconds")]
     Throttled { retry_after: u64 },
+    /// The workspace requires a second factor and the user has none yet.
+    #[error("this workspace requires a second factor: enrol an authenticator app first (POST /api/v1/auth/factors/totp)")]
+    EnrolmentRequired,
     #[error(transparent)]
     Vault(#[from] VaultError),
 }
@@ -80,6 +83,9 @@ pub struct SignedIn {
     pub session: SessionView,
     /// The session stands for nobody until a second factor is given for it.
     pub second_factor_required: bool,
+    /// The workspace requires a second factor the user has not enrolled: the
+    /// session can only enrol one.
+    pub second_factor_enrolment_required: bool,
     pub token: SecretString,
     pub csrf_token: String,
     pub user: super::users::UserView,
@@ -239,6 +245,7 @@ impl Vault {
             ip_hash: ip_hash.clone(),
             factor_required,
             factor_verified_at: None,
+            enrolment_required: !factor_required && self.store.second_factor_required(&workspace_id).await.map_err(VaultError::from)?,
         };
         let actor = format!("user:{}", user.id);
         let draft = AuditDraft::new(&workspace_id, &actor, "user.signed_in")
@@ -248,6 +255,7 @@ impl Vault {
         Ok(SignedIn {
             session: (&session).into(),
             second_factor_required: session.factor_required,
+            second_factor_enrolment_required: session.enrolment_required,
             csrf_token: hex::encode(keys.token_hash("csrf", token.as_bytes())),
             token: SecretString::from(token),
             user: user_view(&keys, user)?,
@@ -341,9 +349,31 @@ impl Vault {
         token: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<(Principal, SessionRecord), SessionError> {
+        self.session_principal(token, ip, false).await
+    }
+
+    /// Like `authenticate_session`, but also for a session that may only enrol
+    /// the second factor its workspace requires.
+    pub async fn authenticate_session_to_enrol(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(Principal, SessionRecord), SessionError> {
+        self.session_principal(token, ip, true).await
+    }
+
+    async fn session_principal(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+        to_enrol: bool,
+    ) -> Result<(Principal, SessionRecord), SessionError> {
         let (session, user) = self.live_session(token).await?;
         if session.factor_required && session.factor_verified_at.is_none() {
             return Err(SessionError::FactorRequired);
+        }
+        if session.enrolment_required && !to_enrol {
+            return Err(SessionError::EnrolmentRequired);
         }
         let now = self.now();
         if now - session.last_seen_at > TOUCH_EVERY_MICROS {
@@ -403,6 +433,27 @@ fn secs_until(now: i64, until: i64) -> u64 {
         0
     } else {
         u64::try_from((until - now + 999_999) / 1_000_000).unwrap_or(u64::MAX)
+    }
+}
+
+impl Vault {
+    /// Whether the workspace requires a second factor of every user.
+    pub async fn second_factor_required(&self, p: &Principal) -> VaultResult<bool> {
+        p.require(crate::access::Permission::SecurityManage)?;
+        Ok(self.store.second_factor_required(&p.workspace_id).await?)
+    }
+
+    /// Requires (or stops requiring) a second factor of every user of the
+    /// workspace; users without one must enrol at their next sign-in.
+    pub async fn set_second_factor_required(&self, p: &Principal, required: bool) -> VaultResult<bool> {
+        p.require(crate::access::Permission::SecurityManage)?;
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "security.second_factor_requirement_changed")
+            .ip_hash(p.ip_hash.clone())
+            .details(serde_json::json!({ "required": required }));
+        self.store
+            .set_second_factor_required(&p.workspace_id, required, self.now(), draft)
+            .await?;
+        Ok(required)
     }
 }
 

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 46] = [
+const OPERATIONS: [(&str, &str); 48] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -769,6 +769,8 @@ const OPERATIONS: [(&str, &str); 46] = [
     ("get", "/api/v1/auth/sessions"),
     ("delete", "/api/v1/auth/sessions/{id}"),
     ("post", "/api/v1/invitations/accept"),
+    ("get", "/api/v1/security/second-factor"),
+    ("put", "/api/v1/security/second-factor"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/healthz"),
@@ -1567,5 +1569,117 @@ mod sessions {
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let (_, cookie, _) = sign_in(&app, "sem@example.com").await;
         assert!(cookie.starts_with("__Host-consentry_session=css_"));
+    }
+
+    #[tokio::test]
+    async fn a_required_second_factor_is_enrolled_before_anything_else() {
+        let app = spawn_app().await;
+        active_user(&app, "joost@example.com", "admin").await;
+        let required = app
+            .client
+            .put(app.url("/api/v1/security/second-factor"))
+            .bearer_auth(&app.owner_key)
+            .json(&json!({ "required": true }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(required.json::<Value>().await.unwrap()["required"], true);
+        let viewer = app.key_with_scopes("viewer").await;
+        assert_eq!(
+            app.get("/api/v1/security/second-factor", &viewer).send().await.unwrap().status(),
+            403
+        );
+
+        let signed = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "joost@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        let pair = signed
+            .headers()
+            .get(SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let body: Value = signed.json().await.unwrap();
+        assert_eq!(
+            (
+                body["second_factor_enrolment_required"].clone(),
+                body["second_factor_required"].clone()
+            ),
+            (json!(true), json!(false))
+        );
+        let csrf = body["csrf_token"].as_str().unwrap().to_string();
+        let blocked = app.client.get(app.url("/api/v1/lists")).header(COOKIE, &pair).send().await.unwrap();
+        assert_eq!(blocked.status(), 403);
+        assert!(blocked.text().await.unwrap().contains("requires a second factor"));
+        let post = |path: &str| {
+            app.client
+                .post(app.url(path))
+                .header(COOKIE, pair.clone())
+                .header("X-Consentry-CSRF", csrf.clone())
+        };
+        let enrolment: Value = post("/api/v1/auth/factors/totp").send().await.unwrap().json().await.unwrap();
+        let secret = enrolment["secret"].as_str().unwrap().to_string();
+        let Some(code) = oathtool(&secret, 0) else { return };
+        let confirmed = post("/api/v1/auth/factors/totp/confirm")
+            .json(&json!({ "code": code }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(confirmed.status(), 200);
+
+        // Signing in again asks for the factor, and then everything is open.
+        let signed = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "joost@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        let pair = signed
+            .headers()
+            .get(SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let body: Value = signed.json().await.unwrap();
+        assert_eq!(
+            (
+                body["second_factor_enrolment_required"].clone(),
+                body["second_factor_required"].clone()
+            ),
+            (json!(false), json!(true))
+        );
+        let verified = app
+            .client
+            .post(app.url("/api/v1/auth/factor"))
+            .header(COOKIE, &pair)
+            .header("X-Consentry-CSRF", body["csrf_token"].as_str().unwrap())
+            .json(&json!({ "code": oathtool(&secret, 30).unwrap() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(verified.status(), 204);
+        assert_eq!(
+            app.client
+                .get(app.url("/api/v1/lists"))
+                .header(COOKIE, &pair)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
 }

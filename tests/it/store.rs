@@ -232,6 +232,7 @@ conformance!(
     sessions_round_trip,
     second_factors_round_trip,
     sign_in_failures_count_within_their_window,
+    second_factor_requirement_round_trip,
     checkpoints_round_trip,
 );
 
@@ -1574,6 +1575,7 @@ fn session_of(user: &UserRecord, tag: u8) -> SessionRecord {
         ip_hash: Some("ip".into()),
         factor_required: tag == 2,
         factor_verified_at: None,
+        enrolment_required: false,
     }
 }
 
@@ -1799,6 +1801,31 @@ async fn sign_in_failures_count_within_their_window(b: &Backend) {
         s.sign_in_failures(&ws.id, "address", &[1; 32]).await.unwrap().is_some(),
         "only that key"
     );
+}
+
+/// A workspace requires no second factor until told so, per workspace, and a
+/// change is recorded once.
+async fn second_factor_requirement_round_trip(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    assert!(!s.second_factor_required(&ws.id).await.unwrap());
+    assert!(s
+        .set_second_factor_required(&ws.id, true, now(), draft(&ws, "security.changed"))
+        .await
+        .unwrap());
+    let changed = head(b, &ws).await;
+    assert!(!s
+        .set_second_factor_required(&ws.id, true, now(), draft(&ws, "security.changed"))
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await, changed, "setting it again recorded again");
+    assert!(s.second_factor_required(&ws.id).await.unwrap());
+    assert!(!s.second_factor_required(&other.id).await.unwrap());
+    assert!(s
+        .set_second_factor_required(&ws.id, false, now(), draft(&ws, "security.changed"))
+        .await
+        .unwrap());
+    assert!(!s.second_factor_required(&ws.id).await.unwrap());
 }
 
 /// Checkpoints come back per workspace, in sequence order, with signatures that

@@ -456,3 +456,15 @@ mod sign_in {
         assert!(attempt("fenna@example.com", PASSWORD).await.is_ok(), "no lasting lockout");
     }
 }
+
+#[test]
+fn the_operator_requires_a_second_factor_from_the_command_line() {
+    let cli = Cli::init();
+    assert_eq!(cli.ok(&["security", "require-2fa"]).trim(), "second factor not required");
+    assert_eq!(cli.ok(&["security", "require-2fa", "on"]).trim(), "second factor required");
+    assert_eq!(cli.ok(&["security", "require-2fa"]).trim(), "second factor required");
+    assert!(cli.run(&["security", "require-2fa", "maybe"]).status.code() != Some(0));
+    assert!(cli
+        .ok(&["audit", "tail", "--lines", "3"])
+        .contains("security.second_factor_requirement_changed"));
+}

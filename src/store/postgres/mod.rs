@@ -23,6 +23,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/postgres/0003_sessions.sql")),
     (4, include_str!("../../../migrations/postgres/0004_second_factors.sql")),
     (5, include_str!("../../../migrations/postgres/0005_sign_in_throttle.sql")),
+    (6, include_str!("../../../migrations/postgres/0006_required_second_factor.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -596,6 +597,18 @@ impl Store for PostgresStore {
         let removed = users::remove_second_factors(&*tx, workspace_id, user_id, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(removed)
+    }
+
+    async fn second_factor_required(&self, workspace_id: &str) -> StoreResult<bool> {
+        users::second_factor_required(&**self.client().await?, workspace_id).await
+    }
+
+    async fn set_second_factor_required(&self, workspace_id: &str, required: bool, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let changed = users::set_second_factor_required(&*tx, workspace_id, required, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(changed)
     }
 
     async fn sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<Option<SignInFailures>> {

@@ -16,6 +16,7 @@ use tokio_postgres::types::{ToSql, Type};
 const TABLES: &[&str] = &[
     "workspaces",
     "workspace_keys",
+    "workspace_security",
     "api_keys",
     "users",
     "user_invitations",

@@ -241,7 +241,7 @@ pub async fn update_password_hash<C: GenericClient>(c: &C, ws: &str, id: Uuid, h
 }
 
 const SESSION_COLUMNS: &str =
-    "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash, factor_required, factor_verified_at";
+    "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash, factor_required, factor_verified_at, enrolment_required";
 
 fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
     let id: &[u8] = r.try_get(0).map_err(map_err)?;
@@ -258,12 +258,13 @@ fn session_from_row(r: &Row) -> StoreResult<SessionRecord> {
         ip_hash: r.try_get(8).map_err(map_err)?,
         factor_required: r.try_get(9).map_err(map_err)?,
         factor_verified_at: r.try_get(10).map_err(map_err)?,
+        enrolment_required: r.try_get(11).map_err(map_err)?,
     })
 }
 
 pub async fn create_session<C: GenericClient>(c: &C, session: &SessionRecord, draft: &AuditDraft) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
         &[
             &session.id.as_bytes().as_slice(),
             &session.token_hash,
@@ -276,6 +277,7 @@ pub async fn create_session<C: GenericClient>(c: &C, session: &SessionRecord, dr
             &session.ip_hash,
             &session.factor_required,
             &session.factor_verified_at,
+            &session.enrolment_required,
         ],
     )
     .await
@@ -571,4 +573,49 @@ pub async fn clear_sign_in_failures<C: GenericClient>(c: &C, ws: &str, scope: &s
     .await
     .map_err(map_err)?;
     Ok(())
+}
+
+pub async fn second_factor_required<C: GenericClient>(c: &C, ws: &str) -> StoreResult<bool> {
+    Ok(c.query_opt(
+        "SELECT second_factor_required FROM workspace_security WHERE workspace_id = $1",
+        &[&ws],
+    )
+    .await
+    .map_err(map_err)?
+    .map(|r| r.try_get::<_, bool>(0))
+    .transpose()
+    .map_err(map_err)?
+    .unwrap_or(false))
+}
+
+pub async fn set_second_factor_required<C: GenericClient>(
+    c: &C,
+    ws: &str,
+    required: bool,
+    at: i64,
+    draft: &AuditDraft,
+) -> StoreResult<bool> {
+    let previous = c
+        .query_opt(
+            "SELECT second_factor_required FROM workspace_security WHERE workspace_id = $1 FOR UPDATE",
+            &[&ws],
+        )
+        .await
+        .map_err(map_err)?
+        .map(|r| r.try_get::<_, bool>(0))
+        .transpose()
+        .map_err(map_err)?
+        .unwrap_or(false);
+    if previous == required {
+        return Ok(false);
+    }
+    c.execute(
+        "INSERT INTO workspace_security (workspace_id, second_factor_required, updated_at) VALUES ($1, $2, $3)
+         ON CONFLICT (workspace_id) DO UPDATE SET second_factor_required = excluded.second_factor_required, updated_at = excluded.updated_at",
+        &[&ws, &required, &at],
+    )
+    .await
+    .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(true)
 }

@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../../migrations/sqlite/0003_sessions.sql")),
     (4, include_str!("../../../migrations/sqlite/0004_second_factors.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_sign_in_throttle.sql")),
+    (6, include_str!("../../../migrations/sqlite/0006_required_second_factor.sql")),
 ];
 const READERS: usize = 4;
 
@@ -482,6 +483,16 @@ impl Store for SqliteStore {
     async fn remove_second_factors(&self, workspace_id: &str, user_id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
         let ws = workspace_id.to_string();
         self.write(move |c| users::remove_second_factors(c, &ws, user_id, at, &audit_draft))
+            .await
+    }
+
+    async fn second_factor_required(&self, workspace_id: &str) -> StoreResult<bool> {
+        self.read_point(|c| users::second_factor_required(c, workspace_id)).await
+    }
+
+    async fn set_second_factor_required(&self, workspace_id: &str, required: bool, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::set_second_factor_required(c, &ws, required, at, &audit_draft))
             .await
     }
 

@@ -196,7 +196,7 @@ pub fn update_password_hash(c: &Connection, ws: &str, id: Uuid, hash: &str, at: 
 }
 
 const SESSION_COLUMNS: &str =
-    "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash, factor_required, factor_verified_at";
+    "id, token_hash, workspace_id, user_id, created_at, last_seen_at, expires_at, ended_at, ip_hash, factor_required, factor_verified_at, enrolment_required";
 
 fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let bad = |i: usize| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, "malformed session id".into());
@@ -214,12 +214,13 @@ fn session_from_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         ip_hash: r.get(8)?,
         factor_required: r.get(9)?,
         factor_verified_at: r.get(10)?,
+        enrolment_required: r.get(11)?,
     })
 }
 
 pub fn create_session(c: &Connection, session: &SessionRecord, draft: &AuditDraft) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        &format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
             session.id.as_bytes().as_slice(),
             session.token_hash,
@@ -231,7 +232,8 @@ pub fn create_session(c: &Connection, session: &SessionRecord, draft: &AuditDraf
             session.ended_at,
             session.ip_hash,
             session.factor_required,
-            session.factor_verified_at
+            session.factor_verified_at,
+            session.enrolment_required
         ],
     )
     .map_err(map_err)?;
@@ -475,4 +477,27 @@ pub fn clear_sign_in_failures(c: &Connection, ws: &str, scope: &str, key: &[u8])
     )
     .map_err(map_err)?;
     Ok(())
+}
+
+pub fn second_factor_required(c: &Connection, ws: &str) -> rusqlite::Result<bool> {
+    Ok(
+        c.prepare_cached("SELECT second_factor_required FROM workspace_security WHERE workspace_id = ?1")?
+            .query_row([ws], |r| r.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false),
+    )
+}
+
+pub fn set_second_factor_required(c: &Connection, ws: &str, required: bool, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    if second_factor_required(c, ws).map_err(map_err)? == required {
+        return Ok(false);
+    }
+    c.execute(
+        "INSERT INTO workspace_security (workspace_id, second_factor_required, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (workspace_id) DO UPDATE SET second_factor_required = excluded.second_factor_required, updated_at = excluded.updated_at",
+        params![ws, required, at],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(true)
 }
