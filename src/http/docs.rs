@@ -69,6 +69,7 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         sessions::list_sessions,
         sessions::end_session,
         sessions::verify_factor,
+        sessions::change_password,
         sessions::begin_totp,
         sessions::confirm_totp,
         sessions::accept_invitation,

@@ -28,6 +28,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/sessions", get(list_sessions))
         .route("/auth/sessions/{id}", delete(end_session))
         .route("/auth/factor", post(verify_factor))
+        .route("/auth/password", post(change_password))
         .route("/auth/factors/totp", post(begin_totp))
         .route("/auth/factors/totp/confirm", post(confirm_totp))
         .route("/invitations/accept", post(accept_invitation))
@@ -296,6 +297,41 @@ pub async fn confirm_totp(
 ) -> Result<Response, ApiError> {
     let codes = state.vault.confirm_totp(&p, body.code.expose_secret()).await?;
     let mut response = Json(RecoveryCodes { recovery_codes: codes }).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
+    Ok(response)
+}
+
+/// The current password and a new one.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    #[schema(value_type = String, max_length = 1024)]
+    pub current_password: SecretString,
+    /// At least 12 characters, not a common password, not easy to guess.
+    #[schema(value_type = String, min_length = 12, max_length = 1024)]
+    pub new_password: SecretString,
+}
+
+/// Change the signed-in user's password.
+///
+/// All the user's sessions end, this one too: sign in again with the new password.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password",
+    tag = "sessions",
+    request_body = ChangePassword,
+    responses((status = 204, description = "Changed; every session of the user ended"), BodyErrors, CommonErrors),
+    security(("session" = []))
+)]
+pub async fn change_password(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> Result<Response, ApiError> {
+    too_long(&body.current_password)?;
+    too_long(&body.new_password)?;
+    state.vault.change_password(&p, &body.current_password, &body.new_password).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
     Ok(response)
 }

@@ -114,6 +114,15 @@ pub trait Store: Send + Sync + 'static {
     /// revokes every API key they created.
     async fn remove_user(&self, workspace_id: &str, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<()>;
 
+    /// Sets a new password hash chosen by the user and ends all their sessions.
+    async fn change_password(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        password_hash: String,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
     /// Replaces a user's password hash (a rehash with today's costs at sign-in).
     async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()>;
 

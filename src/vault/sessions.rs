@@ -437,6 +437,44 @@ fn secs_until(now: i64, until: i64) -> u64 {
 }
 
 impl Vault {
+    /// The signed-in user changes their password: the current one is checked,
+    /// the new one must meet the policy and differ; all the user's sessions end
+    /// (this one too: sign in again).
+    pub async fn change_password(&self, p: &Principal, current: &SecretString, new: &SecretString) -> VaultResult<()> {
+        let id = signed_in_user(p)
+            .map_err(|_| VaultError::BadRequest("only a signed-in user changes their password; an API key has none".into()))?;
+        let user = self
+            .store
+            .find_user(&p.workspace_id, id)
+            .await?
+            .ok_or(VaultError::NotFound("user"))?;
+        let keys = self.keys(&p.workspace_id).await?;
+        let stored = user.password_hash.as_deref();
+        if !matches!(
+            self.passwords.verify(current, stored).await.map_err(VaultError::Internal)?,
+            Verified::Valid { .. }
+        ) {
+            return Err(VaultError::invalid("current_password", "the current password is wrong"));
+        }
+        let email = super::users::user_email_of(&keys, &user)?;
+        crate::access::password::check_policy(secrecy::ExposeSecret::expose_secret(new), &[&email])
+            .map_err(|e| VaultError::invalid("new_password", e.to_string()))?;
+        if secrecy::ExposeSecret::expose_secret(new) == secrecy::ExposeSecret::expose_secret(current) {
+            return Err(VaultError::invalid(
+                "new_password",
+                "the new password is the current one; choose another",
+            ));
+        }
+        let phc = self.passwords.hash(new).await.map_err(VaultError::Internal)?;
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "user.password_changed")
+            .target(p.actor.clone())
+            .ip_hash(p.ip_hash.clone());
+        self.store.change_password(&p.workspace_id, id, phc, self.now(), draft).await?;
+        Ok(())
+    }
+}
+
+impl Vault {
     /// Whether the workspace requires a second factor of every user.
     pub async fn second_factor_required(&self, p: &Principal) -> VaultResult<bool> {
         p.require(crate::access::Permission::SecurityManage)?;

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 48] = [
+const OPERATIONS: [(&str, &str); 49] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -762,6 +762,7 @@ const OPERATIONS: [(&str, &str); 48] = [
     ("post", "/api/v1/users/{id}/enable"),
     ("post", "/api/v1/users/{id}/reset-2fa"),
     ("post", "/api/v1/auth/factor"),
+    ("post", "/api/v1/auth/password"),
     ("post", "/api/v1/auth/factors/totp"),
     ("post", "/api/v1/auth/factors/totp/confirm"),
     ("post", "/api/v1/auth/login"),
@@ -1681,5 +1682,64 @@ mod sessions {
                 .status(),
             200
         );
+    }
+
+    #[tokio::test]
+    async fn changing_the_password_ends_every_session() {
+        let app = spawn_app().await;
+        active_user(&app, "lotte@example.com", "viewer").await;
+        let (_, first, _) = sign_in(&app, "lotte@example.com").await;
+        let (_, second, csrf) = sign_in(&app, "lotte@example.com").await;
+        let change = |current: &str, new: &str| {
+            app.client
+                .post(app.url("/api/v1/auth/password"))
+                .header(COOKIE, second.clone())
+                .header("X-Consentry-CSRF", csrf.clone())
+                .json(&json!({ "current_password": current, "new_password": new }))
+                .send()
+        };
+        let wrong = change("not my password at all", "een nieuw lang wachtwoord 9").await.unwrap();
+        assert_eq!(wrong.status(), 422);
+        assert!(wrong.text().await.unwrap().contains("current password is wrong"));
+        let weak = change(PASSWORD, "Lotte2024").await.unwrap();
+        assert_eq!(weak.status(), 422);
+        let same = change(PASSWORD, PASSWORD).await.unwrap();
+        assert_eq!(same.status(), 422);
+        let changed = change(PASSWORD, "een nieuw lang wachtwoord 9").await.unwrap();
+        assert_eq!(changed.status(), 204);
+        assert!(changed.headers().get(SET_COOKIE).unwrap().to_str().unwrap().contains("Max-Age=0"));
+        for cookie in [&first, &second] {
+            let r = app
+                .client
+                .get(app.url("/api/v1/auth/sessions"))
+                .header(COOKIE, cookie.as_str())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401, "a session outlived the password change");
+        }
+        let old = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "lotte@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(old.status(), 401);
+        let new = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "lotte@example.com", "password": "een nieuw lang wachtwoord 9" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(new.status(), 200);
+        let keyed = app
+            .post("/api/v1/auth/password", &app.owner_key)
+            .json(&json!({ "current_password": "x", "new_password": "y" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(keyed.status(), 400);
     }
 }

@@ -1634,15 +1634,29 @@ async fn sessions_round_trip(b: &Backend) {
     );
     assert!(s.find_session(&[1; 32]).await.unwrap().unwrap().0.ended_at.is_some());
 
+    // A password change ends every session, with its event.
+    let third = session_of(&user, 5);
+    s.create_session(third.clone(), draft(&ws, "user.signed_in")).await.unwrap();
+    let chosen = "$argon2id$v=19$m=19456,t=2,p=1$bmV3c2FsdA$bmV3aGFzaG5ld2hhc2g".to_string();
+    let changed_at = now();
+    s.change_password(&ws.id, user.id, chosen.clone(), changed_at, draft(&ws, "user.password_changed"))
+        .await
+        .unwrap();
+    assert_eq!(head(b, &ws).await.action, "user.password_changed");
+    assert_eq!(s.find_user(&ws.id, user.id).await.unwrap().unwrap().password_hash, Some(chosen));
+    assert_eq!(s.find_session(&[5; 32]).await.unwrap().unwrap().0.ended_at, Some(changed_at));
+    let third_again = session_of(&user, 6);
+    s.create_session(third_again, draft(&ws, "user.signed_in")).await.unwrap();
+
     // Disabling ends every session at once; removal takes them away.
     let off = now();
     s.set_user_status(&ws.id, user.id, UserStatus::Disabled, off, draft(&ws, "user.disabled"))
         .await
         .unwrap();
-    assert_eq!(s.find_session(&[2; 32]).await.unwrap().unwrap().0.ended_at, Some(off));
+    assert_eq!(s.find_session(&[6; 32]).await.unwrap().unwrap().0.ended_at, Some(off));
     assert_eq!(s.list_sessions(&ws.id, user.id).await.unwrap(), vec![]);
     s.remove_user(&ws.id, user.id, now(), draft(&ws, "user.removed")).await.unwrap();
-    assert_eq!(s.find_session(&[2; 32]).await.unwrap(), None);
+    assert_eq!(s.find_session(&[6; 32]).await.unwrap(), None);
 }
 
 /// A TOTP seed is pending until confirmed (which replaces the recovery codes and

@@ -511,6 +511,20 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn change_password(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        password_hash: String,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::change_password(&*tx, workspace_id, user_id, &password_hash, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()> {
         users::update_password_hash(&**self.client().await?, workspace_id, user_id, &password_hash, at).await
     }

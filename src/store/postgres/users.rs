@@ -619,3 +619,10 @@ pub async fn set_second_factor_required<C: GenericClient>(
     audit::append(c, draft).await?;
     Ok(true)
 }
+
+pub async fn change_password<C: GenericClient>(c: &C, ws: &str, id: Uuid, hash: &str, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    update_password_hash(c, ws, id, hash, at).await?;
+    end_sessions_of(c, id, at).await?;
+    audit::append(c, draft).await?;
+    Ok(())
+}

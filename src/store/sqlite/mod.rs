@@ -410,6 +410,19 @@ impl Store for SqliteStore {
         self.write(move |c| users::remove(c, &ws, id, at, &audit_draft)).await
     }
 
+    async fn change_password(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        password_hash: String,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::change_password(c, &ws, user_id, &password_hash, at, &audit_draft))
+            .await
+    }
+
     async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()> {
         let ws = workspace_id.to_string();
         self.write(move |c| users::update_password_hash(c, &ws, user_id, &password_hash, at))

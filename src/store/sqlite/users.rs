@@ -501,3 +501,10 @@ pub fn set_second_factor_required(c: &Connection, ws: &str, required: bool, at: 
     audit::append(c, draft)?;
     Ok(true)
 }
+
+pub fn change_password(c: &Connection, ws: &str, id: Uuid, hash: &str, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    update_password_hash(c, ws, id, hash, at)?;
+    end_sessions_of(c, id, at)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
