@@ -247,6 +247,13 @@ pub enum KeysCmd {
     Revoke {
         id: String,
     },
+    /// Rotate a key: prints the new key once; the old one keeps working for
+    /// `--overlap` (e.g. 24h), or stops at once without it.
+    Rotate {
+        id: String,
+        #[arg(long)]
+        overlap: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -771,6 +778,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 KeysCmd::Revoke { id } => {
                     ctx.vault.revoke_api_key(&p, id).await?;
                     eprintln!("revoked key {id}");
+                }
+                KeysCmd::Rotate { id, overlap } => {
+                    let (view, token) = ctx.vault.rotate_api_key(&p, id, overlap.as_deref()).await?;
+                    if std::io::stdout().is_terminal() {
+                        println!("key {id} rotated to {}; the old key works until the overlap ends", view.id);
+                        println!("the new key is shown once:");
+                    }
+                    println!("{}", token.expose_secret());
                 }
             }
             ctx.vault.checkpoint(&ctx.workspace_id).await?;

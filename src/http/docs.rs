@@ -57,6 +57,7 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         keys::list_keys,
         keys::create_key,
         keys::revoke_key,
+        keys::rotate_key,
         users::list_users,
         users::invite_user,
         users::get_user,

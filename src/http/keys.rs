@@ -9,7 +9,7 @@ use crate::access::Permission;
 use crate::vault::api_keys::ApiKeyView;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -20,6 +20,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", delete(revoke_key))
+        .route("/keys/{id}/rotate", post(rotate_key))
 }
 
 /// The keys of the workspace (never their secrets).
@@ -149,4 +150,37 @@ pub async fn create_key(
 pub async fn revoke_key(State(state): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     state.vault.revoke_api_key(&p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// How long the old key keeps working.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKey {
+    /// Such as `24h` or `30m` (at most 30 days); the old key stops at once when left out.
+    #[schema(pattern = "^[1-9][0-9]{0,4}[dhm]$")]
+    pub overlap: Option<String>,
+}
+
+/// Rotate an API key.
+///
+/// Makes a new key with the same name, permissions and lists (the token is in the
+/// answer, once); the old key keeps working for the overlap, so clients can switch
+/// without an outage.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys/{id}/rotate",
+    tag = "keys",
+    params(("id" = String, Path, description = "Key id")),
+    request_body = RotateKey,
+    responses((status = 201, description = "The new key and its token", body = CreatedKey), BodyErrors, CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn rotate_key(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RotateKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let (key, token) = state.vault.rotate_api_key(&p, &id, body.overlap.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { key, token })))
 }

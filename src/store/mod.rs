@@ -88,6 +88,17 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a key with its audit event; `false` (and no event) when it was
     /// already revoked.
     async fn revoke_api_key(&self, workspace_id: &str, id: &str, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+    /// Rotates a live key: stores `new_key` and makes the old one expire at
+    /// `old_expires_at` (or sooner, if it expired sooner anyway), with one event.
+    /// `NotFound` when the old key is not in the workspace, revoked or expired.
+    async fn rotate_api_key(
+        &self,
+        workspace_id: &str,
+        old_id: &str,
+        new_key: ApiKeyRecord,
+        old_expires_at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
     /// Records a key's last use (best effort, not audited).
     async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()>;
 

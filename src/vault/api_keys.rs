@@ -149,6 +149,53 @@ impl Vault {
         Ok(())
     }
 
+    /// Rotates a key: a new key with the same name, permissions and lists (and,
+    /// when the old one expires, the same lifetime from now) is made and shown
+    /// once; the old key keeps working for `overlap` (`24h`, `30m`; none: it stops
+    /// now), so clients can switch without an outage. One audit event.
+    pub async fn rotate_api_key(&self, p: &Principal, id: &str, overlap: Option<&str>) -> VaultResult<(ApiKeyView, SecretString)> {
+        p.require(Permission::KeysManage)?;
+        let old = self
+            .store
+            .find_api_key(id)
+            .await?
+            .filter(|k| k.workspace_id == p.workspace_id)
+            .ok_or(VaultError::NotFound("api key"))?;
+        if let Some(missing) = old.scopes.iter().filter_map(|s| Permission::parse(s)).find(|x| !p.has(*x)) {
+            return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(missing)));
+        }
+        let overlap = match overlap.map(str::trim).filter(|o| !o.is_empty() && *o != "0") {
+            Some(raw) => parse_duration_micros(raw)
+                .filter(|m| *m <= 30 * 86_400_000_000)
+                .ok_or_else(|| VaultError::invalid("overlap", "use a duration of at most 30 days, such as 24h or 30m"))?,
+            None => 0,
+        };
+        let now = self.now();
+        let keys = self.keys(&p.workspace_id).await?;
+        let secret = ApiKeySecret::generate(&keys).map_err(VaultError::Internal)?;
+        let record = ApiKeyRecord {
+            id: secret.id.clone(),
+            workspace_id: p.workspace_id.clone(),
+            name: old.name.clone(),
+            secret_hash: secret.hash.to_vec(),
+            scopes: old.scopes.clone(),
+            list_ids: old.list_ids.clone(),
+            created_by: p.actor.clone(),
+            created_at: now,
+            expires_at: old.expires_at.map(|e| now + (e - old.created_at).max(0)),
+            revoked_at: None,
+            last_used_at: None,
+        };
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.rotated")
+            .target(format!("key:{}", old.id))
+            .ip_hash(p.ip_hash.clone())
+            .details(serde_json::json!({ "new_key": record.id, "overlap_seconds": overlap / 1_000_000 }));
+        self.store
+            .rotate_api_key(&p.workspace_id, &old.id, record.clone(), now + overlap, draft)
+            .await?;
+        Ok(((&record).into(), secret.token))
+    }
+
     /// Checks a presented token and returns the principal it stands for. Every
     /// refusal of a well-formed key id is audited in that key's workspace.
     pub async fn authenticate(&self, token: &str, ip: Option<std::net::IpAddr>) -> Result<Principal, AuthError> {

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 49] = [
+const OPERATIONS: [(&str, &str); 50] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -754,6 +754,7 @@ const OPERATIONS: [(&str, &str); 49] = [
     ("get", "/api/v1/keys"),
     ("post", "/api/v1/keys"),
     ("delete", "/api/v1/keys/{id}"),
+    ("post", "/api/v1/keys/{id}/rotate"),
     ("get", "/api/v1/users"),
     ("post", "/api/v1/users"),
     ("get", "/api/v1/users/{id}"),
@@ -1742,4 +1743,68 @@ mod sessions {
             .unwrap();
         assert_eq!(keyed.status(), 400);
     }
+}
+
+#[tokio::test]
+async fn a_rotated_key_overlaps_its_successor_for_the_window_given() {
+    let app = spawn_app().await;
+    let created: Value = app
+        .post("/api/v1/keys", &app.owner_key)
+        .json(&json!({ "name": "sync", "scopes": "viewer", "expires": "90d" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (old_id, old) = (
+        created["key"]["id"].as_str().unwrap().to_string(),
+        created["token"].as_str().unwrap().to_string(),
+    );
+    let rotate = |id: &str, body: Value| app.post(&format!("/api/v1/keys/{id}/rotate"), &app.owner_key).json(&body).send();
+    let rotated = rotate(&old_id, json!({ "overlap": "1h" })).await.unwrap();
+    assert_eq!(rotated.status(), 201);
+    let rotated: Value = rotated.json().await.unwrap();
+    let (new_id, new) = (
+        rotated["key"]["id"].as_str().unwrap().to_string(),
+        rotated["token"].as_str().unwrap().to_string(),
+    );
+    assert_ne!(new, old);
+    assert_eq!(
+        (rotated["key"]["name"].clone(), rotated["key"]["scopes"].clone()),
+        (created["key"]["name"].clone(), created["key"]["scopes"].clone())
+    );
+    assert!(rotated["key"]["expires_at"].is_string(), "the new key expires as the old one did");
+    let lists = |key: &str| app.get("/api/v1/lists", key).send();
+    assert_eq!(lists(&old).await.unwrap().status(), 200, "the old key works during the overlap");
+    assert_eq!(lists(&new).await.unwrap().status(), 200);
+    // Without an overlap the rotated key stops at once.
+    let again: Value = rotate(&new_id, json!({})).await.unwrap().json().await.unwrap();
+    assert_eq!(lists(&new).await.unwrap().status(), 401);
+    assert_eq!(lists(again["token"].as_str().unwrap()).await.unwrap().status(), 200);
+    assert_eq!(
+        rotate(&new_id, json!({})).await.unwrap().status(),
+        404,
+        "an expired key is not rotated"
+    );
+    assert_eq!(rotate(&old_id, json!({ "overlap": "90d" })).await.unwrap().status(), 422);
+    let audit = app
+        .get("/api/v1/audit?limit=100", &app.owner_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("api_key.rotated") && audit.contains(&new_id), "{audit}");
+    // A viewer cannot rotate an owner's key.
+    let owner_id = &app.owner_key[4..20];
+    let viewer = app.key_with_scopes("viewer,keys:manage").await;
+    let refused = app
+        .post(&format!("/api/v1/keys/{owner_id}/rotate"), &viewer)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
 }

@@ -38,6 +38,9 @@ fn keys_create_prints_the_key_alone_on_stdout_when_piped() {
     let listed = cli.ok(&["keys", "list"]);
     assert!(listed.contains("ci") && !listed.contains(lines[0]));
     let id = &lines[0][4..20];
+    let rotated = cli.ok(&["keys", "rotate", id, "--overlap", "1h"]);
+    assert_eq!(rotated.lines().count(), 1, "{rotated:?}");
+    assert!(rotated.starts_with("csk_") && rotated.trim() != lines[0]);
     cli.ok(&["keys", "revoke", id]);
     assert!(cli.ok(&["keys", "list"]).contains("revoked"));
 }

@@ -1414,6 +1414,33 @@ async fn api_keys_round_trip(b: &Backend) {
         s.revoke_api_key(&ws.id, &theirs.id, now(), draft(&ws, "api_key.revoked")).await,
         "api key",
     );
+    // Rotation: the successor is stored and the old key expires at the end of
+    // the overlap (never later than it would have), with one event; a revoked or
+    // foreign key is not rotated.
+    let successor = api_key(&ws, "second", &["lst_a", "lst_b"]);
+    let until = now() + 3_600_000_000;
+    s.rotate_api_key(&ws.id, &second.id, successor.clone(), until, draft(&ws, "api_key.rotated"))
+        .await
+        .unwrap();
+    assert_eq!(head(b, &ws).await.action, "api_key.rotated");
+    assert_eq!(s.find_api_key(&second.id).await.unwrap().unwrap().expires_at, Some(until));
+    assert_eq!(s.find_api_key(&successor.id).await.unwrap().unwrap().list_ids, successor.list_ids);
+    let later = api_key(&ws, "second", &[]);
+    s.rotate_api_key(&ws.id, &second.id, later, until + 1_000_000_000_000, draft(&ws, "api_key.rotated"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.find_api_key(&second.id).await.unwrap().unwrap().expires_at,
+        Some(until),
+        "never extended"
+    );
+    for (w, id) in [(&ws, &first.id), (&ws, &"kmissing".to_string()), (&other, &successor.id)] {
+        expect_not_found(
+            s.rotate_api_key(&w.id, id, api_key(w, "x", &[]), until, draft(w, "api_key.rotated"))
+                .await,
+            "api key",
+        );
+    }
     assert_eq!(s.find_api_key(&theirs.id).await.unwrap().unwrap().revoked_at, None);
 }
 

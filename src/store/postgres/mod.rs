@@ -213,6 +213,28 @@ impl PostgresStore {
     }
 }
 
+async fn insert_api_key<C: tokio_postgres::GenericClient>(c: &C, key: &ApiKeyRecord) -> StoreResult<()> {
+    c.execute(
+        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+        &[
+            &key.id,
+            &key.workspace_id,
+            &key.name,
+            &key.secret_hash,
+            &serde_json::to_string(&key.scopes).unwrap_or_default(),
+            &serde_json::to_string(&key.list_ids).unwrap_or_default(),
+            &key.created_by,
+            &key.created_at,
+            &key.expires_at,
+            &key.revoked_at,
+            &key.last_used_at,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// Maps a PostgreSQL error, turning unique violations into conflicts.
 pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
     if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
@@ -382,24 +404,33 @@ impl Store for PostgresStore {
     async fn create_api_key(&self, key: ApiKeyRecord, audit_draft: AuditDraft) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = begin!(c);
-        tx.execute(
-            &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
-            &[
-                &key.id,
-                &key.workspace_id,
-                &key.name,
-                &key.secret_hash,
-                &serde_json::to_string(&key.scopes).unwrap_or_default(),
-                &serde_json::to_string(&key.list_ids).unwrap_or_default(),
-                &key.created_by,
-                &key.created_at,
-                &key.expires_at,
-                &key.revoked_at,
-                &key.last_used_at,
-            ],
-        )
-        .await
-        .map_err(map_err)?;
+        insert_api_key(&*tx, &key).await?;
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn rotate_api_key(
+        &self,
+        workspace_id: &str,
+        old_id: &str,
+        new_key: ApiKeyRecord,
+        old_expires_at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let n = tx
+            .execute(
+                "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3)
+                 WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4)",
+                &[&workspace_id, &old_id, &old_expires_at, &new_key.created_at],
+            )
+            .await
+            .map_err(map_err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound("api key"));
+        }
+        insert_api_key(&*tx, &new_key).await?;
         audit::append(&*tx, &audit_draft).await?;
         tx.commit().await.map_err(map_err)
     }

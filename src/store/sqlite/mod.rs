@@ -159,6 +159,27 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
+    c.execute(
+        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        params![
+            key.id,
+            key.workspace_id,
+            key.name,
+            key.secret_hash,
+            serde_json::to_string(&key.scopes).unwrap_or_default(),
+            serde_json::to_string(&key.list_ids).unwrap_or_default(),
+            key.created_by,
+            key.created_at,
+            key.expires_at,
+            key.revoked_at,
+            key.last_used_at
+        ],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
 /// Maps a rusqlite error, turning unique-constraint violations into conflicts.
 pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
     if let rusqlite::Error::SqliteFailure(f, Some(msg)) = &e {
@@ -286,23 +307,34 @@ impl Store for SqliteStore {
 
     async fn create_api_key(&self, key: ApiKeyRecord, audit_draft: AuditDraft) -> StoreResult<()> {
         self.write(move |c| {
-            c.execute(
-                &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
-                params![
-                    key.id,
-                    key.workspace_id,
-                    key.name,
-                    key.secret_hash,
-                    serde_json::to_string(&key.scopes).unwrap_or_default(),
-                    serde_json::to_string(&key.list_ids).unwrap_or_default(),
-                    key.created_by,
-                    key.created_at,
-                    key.expires_at,
-                    key.revoked_at,
-                    key.last_used_at
-                ],
-            )
-            .map_err(map_err)?;
+            insert_api_key(c, &key)?;
+            audit::append(c, &audit_draft)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rotate_api_key(
+        &self,
+        workspace_id: &str,
+        old_id: &str,
+        new_key: ApiKeyRecord,
+        old_expires_at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let (ws, old_id) = (workspace_id.to_string(), old_id.to_string());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE api_keys SET expires_at = min(COALESCE(expires_at, ?3), ?3)
+                     WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
+                    params![ws, old_id, old_expires_at, new_key.created_at],
+                )
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("api key"));
+            }
+            insert_api_key(c, &new_key)?;
             audit::append(c, &audit_draft)?;
             Ok(())
         })
