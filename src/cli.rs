@@ -344,7 +344,9 @@ pub async fn bootstrap(data_dir: &Path, database_url: Option<&str>) -> anyhow::R
             None,
         ),
     };
-    let vault = Arc::new(Vault::new(store, master, Arc::new(SystemClock)));
+    let mut vault = Vault::new(store, master, Arc::new(SystemClock));
+    vault.key_max_lifetime = settings.api_key_max_lifetime;
+    let vault = Arc::new(vault);
     if let Some(ws) = vault.default_workspace().await? {
         vault.keys(&ws.id).await.context("failed to open the workspace keys")?;
         return Ok((vault, ws.id, None));

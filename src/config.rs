@@ -28,6 +28,10 @@ trusted_proxies = []
 # (CONSENTRY_IMPORT_COMMIT_WINDOW_MS overrides it). Longer: faster large imports;
 # shorter: less work redone after a crash. Other writes never wait for it.
 import_commit_window_ms = 3000
+
+# Longest lifetime of an API key, in days (keys made without an expiry get 90
+# days, or this when it is shorter).
+api_key_max_days = 365
 "#;
 
 /// Default of `import_commit_window_ms`.
@@ -40,6 +44,7 @@ struct FileSettings {
     import_body_limit_mib: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     import_commit_window_ms: Option<u64>,
+    api_key_max_days: Option<u32>,
 }
 
 /// Effective settings.
@@ -50,6 +55,8 @@ pub struct Settings {
     pub import_body_limit: usize,
     pub trusted_proxies: Vec<IpAddr>,
     pub import_commit_window: std::time::Duration,
+    /// Longest lifetime of an API key, in microseconds.
+    pub api_key_max_lifetime: i64,
 }
 
 impl Settings {
@@ -85,12 +92,17 @@ impl Settings {
         if window_ms > 60_000 {
             anyhow::bail!("import_commit_window_ms is {window_ms}; give at most 60000 (one minute)");
         }
+        let key_days = file.api_key_max_days.unwrap_or(365);
+        if !(1..=3650).contains(&key_days) {
+            anyhow::bail!("api_key_max_days is {key_days}; give 1 to 3650");
+        }
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
             listen,
             import_body_limit: file.import_body_limit_mib.unwrap_or(64).saturating_mul(1 << 20),
             trusted_proxies,
             import_commit_window: std::time::Duration::from_millis(window_ms),
+            api_key_max_lifetime: i64::from(key_days) * 86_400_000_000,
         })
     }
 }

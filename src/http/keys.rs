@@ -72,7 +72,8 @@ pub struct CreateKey {
     /// Lists (ids or names) the key is limited to; all lists when left out.
     #[serde(default)]
     pub lists: Vec<String>,
-    /// Lifetime such as `90d`, `12h` or `30m`; no expiry when left out.
+    /// Lifetime such as `90d`, `12h` or `30m`; 90 days when left out; at most
+    /// `api_key_max_days` (365 unless configured).
     #[schema(pattern = "^[1-9][0-9]{0,4}[dhm]$")]
     pub expires: Option<String>,
 }

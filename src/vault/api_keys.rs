@@ -49,6 +49,11 @@ pub enum AuthError {
     Vault(#[from] VaultError),
 }
 
+/// Lifetime of a key made without an expiry: 90 days.
+pub const DEFAULT_KEY_LIFETIME: i64 = 90 * 86_400_000_000;
+/// Longest lifetime of a key unless the settings say otherwise: 365 days.
+pub const DEFAULT_KEY_MAX_LIFETIME: i64 = 365 * 86_400_000_000;
+
 /// Parses `90d`, `12h`, `30m` or a plain number of days.
 pub fn parse_duration_micros(raw: &str) -> Option<i64> {
     let raw = raw.trim();
@@ -98,12 +103,24 @@ impl Vault {
             }
         }
         let now = self.now();
-        let expires_at = match expires_in {
-            Some(raw) => Some(
-                now + parse_duration_micros(raw).ok_or_else(|| VaultError::invalid("expires", "use a duration such as 90d, 12h or 30m"))?,
-            ),
-            None => None,
+        let lifetime = match expires_in {
+            Some(raw) => {
+                let l =
+                    parse_duration_micros(raw).ok_or_else(|| VaultError::invalid("expires", "use a duration such as 90d, 12h or 30m"))?;
+                if l > self.key_max_lifetime {
+                    return Err(VaultError::invalid(
+                        "expires",
+                        format!(
+                            "a key lives at most {} days here (api_key_max_days); give a shorter expiry",
+                            self.key_max_lifetime / 86_400_000_000
+                        ),
+                    ));
+                }
+                l
+            }
+            None => DEFAULT_KEY_LIFETIME.min(self.key_max_lifetime),
         };
+        let expires_at = Some(now + lifetime);
         let keys = self.keys(&p.workspace_id).await?;
         let secret = ApiKeySecret::generate(&keys).map_err(VaultError::Internal)?;
         let record = ApiKeyRecord {
@@ -182,7 +199,12 @@ impl Vault {
             list_ids: old.list_ids.clone(),
             created_by: p.actor.clone(),
             created_at: now,
-            expires_at: old.expires_at.map(|e| now + (e - old.created_at).max(0)),
+            expires_at: Some(
+                now + old
+                    .expires_at
+                    .map_or(DEFAULT_KEY_LIFETIME, |e| (e - old.created_at).max(0))
+                    .min(self.key_max_lifetime),
+            ),
             revoked_at: None,
             last_used_at: None,
         };

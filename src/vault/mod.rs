@@ -100,6 +100,8 @@ pub struct Vault {
     keyring: RwLock<HashMap<String, Arc<WorkspaceKeys>>>,
     pub clock: Arc<dyn Clock>,
     pub passwords: Arc<crate::access::password::PasswordHasher>,
+    /// Longest lifetime of an API key (microseconds; `api_key_max_days`).
+    pub key_max_lifetime: i64,
 }
 
 impl Vault {
@@ -110,6 +112,7 @@ impl Vault {
             keyring: RwLock::new(HashMap::new()),
             clock,
             passwords: Arc::new(crate::access::password::PasswordHasher::standard()),
+            key_max_lifetime: api_keys::DEFAULT_KEY_MAX_LIFETIME,
         }
     }
 

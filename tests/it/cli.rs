@@ -309,3 +309,31 @@ fn no_planted_value_is_on_disk_or_in_logs() {
         assert!(!contains(&logs, p), "{p} found in the logs");
     }
 }
+
+#[test]
+fn keys_expire_after_90_days_unless_told_and_never_beyond_the_configured_maximum() {
+    let cli = Cli::init();
+    cli.ok(&["keys", "create", "--name", "plain", "--scopes", "viewer"]);
+    let listed = cli.ok(&["keys", "list"]);
+    let row = listed.lines().find(|l| l.contains("\tplain\t")).unwrap();
+    let in_90_days = time::OffsetDateTime::now_utc() + time::Duration::days(90);
+    let date = format!(
+        "{:04}-{:02}-{:02}",
+        in_90_days.year(),
+        u8::from(in_90_days.month()),
+        in_90_days.day()
+    );
+    assert!(row.contains(&format!("expires {date}")), "{row}");
+    let out = cli.run(&["keys", "create", "--name", "long", "--scopes", "viewer", "--expires", "400d"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 365 days") && err.contains("api_key_max_days"), "{err}");
+    let config = cli.data_dir().join("consentry.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("api_key_max_days = 365", "api_key_max_days = 30");
+    std::fs::write(&config, text).unwrap();
+    let out = cli.run(&["keys", "create", "--name", "month", "--scopes", "viewer", "--expires", "60d"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 30 days"));
+    cli.ok(&["keys", "create", "--name", "month", "--scopes", "viewer", "--expires", "30d"]);
+}
