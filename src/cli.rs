@@ -842,7 +842,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     };
                     let (token, password) = (next("invitation token")?, next("password")?);
                     let user = ctx.vault.accept_invitation(&token, &password).await?;
-                    eprintln!("{} can now sign in", user.email);
+                    eprintln!("user {} can now sign in", user.id);
                 }
             }
             ctx.vault.checkpoint(&ctx.workspace_id).await?;

@@ -7,7 +7,6 @@ use super::auth::{require_csrf, session_cookie as cookie_token, Auth, ClientIp, 
 use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError, ThrottledError};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
-use crate::access::password::MAX_CHARS;
 use crate::vault::factors::TotpEnrolment;
 use crate::vault::sessions::{SessionView, SESSION_ABSOLUTE_MICROS};
 use crate::vault::users::UserView;
@@ -81,16 +80,6 @@ pub struct AcceptInvitation {
     pub password: SecretString,
 }
 
-fn too_long(password: &SecretString) -> Result<(), ApiError> {
-    if password.expose_secret().chars().count() > MAX_CHARS {
-        return Err(ApiError::invalid(
-            "password",
-            format!("a password has at most {MAX_CHARS} characters"),
-        ));
-    }
-    Ok(())
-}
-
 fn session_cookie(token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}"
@@ -122,7 +111,6 @@ fn session_cookie(token: &str, max_age_secs: i64) -> Result<HeaderValue, ApiErro
     security(())
 )]
 pub async fn sign_in(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJson(body): ApiJson<SignIn>) -> Result<Response, ApiError> {
-    too_long(&body.password)?;
     let signed = state
         .vault
         .sign_in(body.workspace.as_deref(), &body.email, &body.password, ip)
@@ -207,7 +195,6 @@ pub async fn accept_invitation(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<AcceptInvitation>,
 ) -> Result<Json<UserView>, ApiError> {
-    too_long(&body.password)?;
     Ok(Json(state.vault.accept_invitation(&body.token, &body.password).await?))
 }
 
@@ -328,8 +315,6 @@ pub async fn change_password(
     Auth(p): Auth,
     ApiJson(body): ApiJson<ChangePassword>,
 ) -> Result<Response, ApiError> {
-    too_long(&body.current_password)?;
-    too_long(&body.new_password)?;
     state.vault.change_password(&p, &body.current_password, &body.new_password).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);

@@ -72,6 +72,34 @@ pub fn parse_duration_micros(raw: &str) -> Option<i64> {
 }
 
 impl Vault {
+    /// Checks that `p` holds every permission it grants (named `field` in the
+    /// refusal) and resolves the lists it limits the grantee to: those named (as
+    /// `p` sees them), or `p`'s own when `p` is list-scoped and names none.
+    pub(crate) async fn delegable(
+        &self,
+        p: &Principal,
+        perms: &std::collections::BTreeSet<Permission>,
+        lists: &[String],
+        field: &str,
+    ) -> VaultResult<Vec<String>> {
+        if let Some(missing) = perms.iter().find(|x| !p.has(**x)) {
+            return Err(VaultError::invalid(
+                field,
+                format!("you cannot grant {} which you do not have", missing.as_str()),
+            ));
+        }
+        let mut list_ids = Vec::new();
+        for l in lists {
+            list_ids.push(self.get_list(p, l).await?.id);
+        }
+        if list_ids.is_empty() {
+            if let ListScope::Lists(mine) = &p.lists {
+                list_ids = mine.clone();
+            }
+        }
+        Ok(list_ids)
+    }
+
     /// Creates a key; returns its record and the token to show once.
     pub async fn create_api_key(
         &self,
@@ -87,21 +115,7 @@ impl Vault {
             return Err(VaultError::invalid("name", "a key name is 1-100 characters"));
         }
         let perms = parse_scopes(scopes).map_err(|m| VaultError::invalid("scopes", m))?;
-        if let Some(missing) = perms.iter().find(|x| !p.has(**x)) {
-            return Err(VaultError::invalid(
-                "scopes",
-                format!("you cannot grant {} which you do not have", missing.as_str()),
-            ));
-        }
-        let mut list_ids = Vec::new();
-        for l in lists {
-            list_ids.push(self.get_list(p, l).await?.id);
-        }
-        if list_ids.is_empty() {
-            if let ListScope::Lists(mine) = &p.lists {
-                list_ids = mine.clone();
-            }
-        }
+        let list_ids = self.delegable(p, &perms, lists, "scopes").await?;
         let now = self.now();
         let lifetime = match expires_in {
             Some(raw) => {

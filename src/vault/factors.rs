@@ -19,7 +19,6 @@ use crate::store::{TotpRecord, UserRecord};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Builder, Totp};
-use uuid::Uuid;
 
 /// Recovery codes made at a time.
 pub const RECOVERY_CODES: usize = 10;
@@ -79,20 +78,13 @@ fn new_recovery_code() -> String {
     format!("{}-{}", &chars[..5], &chars[5..])
 }
 
-fn signed_in_user(p: &Principal) -> VaultResult<Uuid> {
-    p.actor
-        .strip_prefix("user:")
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| VaultError::BadRequest("second factors belong to signed-in users; an API key has none".into()))
-}
-
 impl Vault {
     fn unix_seconds(&self) -> u64 {
         u64::try_from(self.now() / 1_000_000).unwrap_or(0)
     }
 
     async fn own_user(&self, p: &Principal) -> VaultResult<UserRecord> {
-        let id = signed_in_user(p)?;
+        let id = super::sessions::signed_in_user(p, "second factors")?;
         self.store.find_user(&p.workspace_id, id).await?.ok_or(VaultError::NotFound("user"))
     }
 

@@ -141,6 +141,7 @@ impl Vault {
         password: &SecretString,
         ip: Option<std::net::IpAddr>,
     ) -> Result<SignedIn, SessionError> {
+        bounded(password, "password")?;
         let workspace_id = match workspace.map(str::trim).filter(|w| !w.is_empty()) {
             Some(w) => w.to_string(),
             None => {
@@ -192,8 +193,9 @@ impl Vault {
             (Some(ip), Some(_)) => self.ip_hash(&workspace_id, &ip).await,
             _ => None,
         };
+        let known_workspace = keys.is_some();
         let (Some(keys), Some(user), Verified::Valid { rehash }) = (keys, active, verified) else {
-            if self.keys(&workspace_id).await.is_ok() {
+            if known_workspace {
                 let target = user.as_ref().map(|u| format!("user:{}", u.id));
                 let mut draft = AuditDraft::new(&workspace_id, "anonymous", "user.sign_in_failed")
                     .outcome(Outcome::Denied)
@@ -397,7 +399,7 @@ impl Vault {
 
     /// The signed-in user's sessions that have not ended, newest first.
     pub async fn list_my_sessions(&self, p: &Principal) -> VaultResult<Vec<SessionView>> {
-        let user = signed_in_user(p)?;
+        let user = signed_in_user(p, "sessions")?;
         Ok(self
             .store
             .list_sessions(&p.workspace_id, user)
@@ -409,7 +411,7 @@ impl Vault {
 
     /// Ends one of the signed-in user's sessions (signing out ends the current one).
     pub async fn end_my_session(&self, p: &Principal, session_id: &str) -> VaultResult<()> {
-        let user = signed_in_user(p)?;
+        let user = signed_in_user(p, "sessions")?;
         let id = Uuid::parse_str(session_id.trim()).map_err(|_| VaultError::NotFound("session"))?;
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "user.session_ended")
             .target(format!("session:{id}"))
@@ -420,11 +422,24 @@ impl Vault {
 }
 
 /// The user behind a principal signed in with a session.
-fn signed_in_user(p: &Principal) -> VaultResult<Uuid> {
+/// The user behind a principal signed in with a session; `what` names what only
+/// such a user has, for the refusal an API key gets.
+pub(crate) fn signed_in_user(p: &Principal, what: &str) -> VaultResult<Uuid> {
     p.actor
         .strip_prefix("user:")
         .and_then(|id| Uuid::parse_str(id).ok())
-        .ok_or_else(|| VaultError::BadRequest("sessions belong to signed-in users; an API key has none".into()))
+        .ok_or_else(|| VaultError::BadRequest(format!("{what} belong to signed-in users; an API key has none")))
+}
+
+/// Refuses a password longer than any the policy accepts, before it is hashed.
+fn bounded(password: &SecretString, field: &str) -> VaultResult<()> {
+    if secrecy::ExposeSecret::expose_secret(password).chars().count() > crate::access::password::MAX_CHARS {
+        return Err(VaultError::invalid(
+            field,
+            format!("a password has at most {} characters", crate::access::password::MAX_CHARS),
+        ));
+    }
+    Ok(())
 }
 
 /// Whole seconds from `now` until `until` (both in microseconds), at least 1 when later.
@@ -441,8 +456,8 @@ impl Vault {
     /// the new one must meet the policy and differ; all the user's sessions end
     /// (this one too: sign in again).
     pub async fn change_password(&self, p: &Principal, current: &SecretString, new: &SecretString) -> VaultResult<()> {
-        let id = signed_in_user(p)
-            .map_err(|_| VaultError::BadRequest("only a signed-in user changes their password; an API key has none".into()))?;
+        let id = signed_in_user(p, "passwords")?;
+        bounded(current, "current_password")?;
         let user = self
             .store
             .find_user(&p.workspace_id, id)

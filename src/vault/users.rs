@@ -12,7 +12,7 @@ use crate::clock::rfc3339;
 use crate::crypto::{random_bytes, WorkspaceKeys};
 use crate::crypto::{ContactCipher, FieldName};
 use crate::domain::EmailAddress;
-use crate::store::{InvitationRecord, ListScope, StoreError, UserRecord, UserStatus};
+use crate::store::{InvitationRecord, StoreError, UserRecord, UserStatus};
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -103,21 +103,7 @@ impl Vault {
                 "give a role (owner, admin, marketer, sender, viewer, auditor) or permissions",
             ));
         }
-        if let Some(missing) = perms.iter().find(|x| !p.has(**x)) {
-            return Err(VaultError::invalid(
-                "role",
-                format!("you cannot grant {} which you do not have", missing.as_str()),
-            ));
-        }
-        let mut list_ids = Vec::new();
-        for l in lists {
-            list_ids.push(self.get_list(p, l).await?.id);
-        }
-        if list_ids.is_empty() {
-            if let ListScope::Lists(mine) = &p.lists {
-                list_ids = mine.clone();
-            }
-        }
+        let list_ids = self.delegable(p, &perms, lists, "role").await?;
         let keys = self.keys(&p.workspace_id).await?;
         let now = self.now();
         let id = Uuid::now_v7();
