@@ -242,10 +242,19 @@ pub enum KeysCmd {
         /// Expiry, e.g. 90d, 12h.
         #[arg(long)]
         expires: Option<String>,
+        /// Addresses and CIDR blocks the key may be used from (any when left out).
+        #[arg(long, value_delimiter = ',')]
+        allow_ips: Vec<String>,
     },
     List,
     Revoke {
         id: String,
+    },
+    /// Show, set or clear the addresses a key may be used from.
+    Allowlist {
+        id: String,
+        #[command(subcommand)]
+        action: AllowlistCmd,
     },
     /// Rotate a key: prints the new key once; the old one keeps working for
     /// `--overlap` (e.g. 24h), or stops at once without it.
@@ -281,6 +290,12 @@ pub enum UsersCmd {
     /// recovery codes are removed and their sessions end.
     #[command(name = "reset-2fa")]
     Reset2fa { id: String },
+    /// Show, set or clear the addresses a user may sign in and work from.
+    Allowlist {
+        id: String,
+        #[command(subcommand)]
+        action: AllowlistCmd,
+    },
     /// Accept an invitation: reads the token, then the new password, one per line
     /// on standard input (never on the command line, where process lists show it).
     Accept,
@@ -295,6 +310,25 @@ pub enum SecurityCmd {
         #[arg(value_parser = ["on", "off"])]
         state: Option<String>,
     },
+    /// Show, set or clear the workspace's address allowlist: every sign-in and
+    /// request must come from an address on it. `clear` is the way back in for
+    /// an administrator shut out by it.
+    #[command(subcommand)]
+    Allowlist(AllowlistCmd),
+}
+
+/// What to do with an address allowlist.
+#[derive(Subcommand, Debug)]
+pub enum AllowlistCmd {
+    /// Print the list, one CIDR block per line (nothing: any address).
+    Show,
+    /// Replace the list with these addresses and CIDR blocks (comma- or space-separated).
+    Set {
+        #[arg(required = true, value_delimiter = ',')]
+        entries: Vec<String>,
+    },
+    /// Empty the list: any address is allowed again.
+    Clear,
 }
 
 #[derive(Subcommand, Debug)]
@@ -754,8 +788,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     scopes,
                     lists,
                     expires,
+                    allow_ips,
                 } => {
-                    let (view, token) = ctx.vault.create_api_key(&p, name, scopes, lists, expires.as_deref()).await?;
+                    let (view, token) = ctx
+                        .vault
+                        .create_api_key_from(&p, name, scopes, lists, expires.as_deref(), allow_ips)
+                        .await?;
                     if std::io::stdout().is_terminal() {
                         println!("created key {} ({}), scopes {}", view.id, view.name, view.scopes.join(","));
                         println!("expires: {}", crate::vault::api_keys::describe_expiry(&view));
@@ -780,6 +818,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 KeysCmd::Revoke { id } => {
                     ctx.vault.revoke_api_key(&p, id).await?;
                     eprintln!("revoked key {id}");
+                }
+                KeysCmd::Allowlist { id, action } => {
+                    let list = match action {
+                        AllowlistCmd::Show => {
+                            ctx.vault
+                                .list_api_keys(&p)
+                                .await?
+                                .into_iter()
+                                .find(|k| k.id == *id)
+                                .ok_or_else(|| anyhow::anyhow!("no such api key {id}; `consentry keys list` shows the keys"))?
+                                .allowlist
+                        }
+                        AllowlistCmd::Set { entries } => ctx.vault.set_api_key_allowlist(&p, id, &split_entries(entries), false).await?,
+                        AllowlistCmd::Clear => ctx.vault.set_api_key_allowlist(&p, id, &[], false).await?,
+                    };
+                    print_allowlist(&list);
                 }
                 KeysCmd::Rotate { id, overlap } => {
                     let (view, token) = ctx.vault.rotate_api_key(&p, id, overlap.as_deref()).await?;
@@ -827,6 +881,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     true => eprintln!("removed the second factor of user {id}; their sessions ended"),
                     false => eprintln!("user {id} had no second factor"),
                 },
+                UsersCmd::Allowlist { id, action } => {
+                    let list = match action {
+                        AllowlistCmd::Show => ctx.vault.get_user(&p, id).await?.allowlist,
+                        AllowlistCmd::Set { entries } => ctx.vault.set_user_allowlist(&p, id, &split_entries(entries), false).await?,
+                        AllowlistCmd::Clear => ctx.vault.set_user_allowlist(&p, id, &[], false).await?,
+                    };
+                    print_allowlist(&list);
+                }
                 UsersCmd::Accept => {
                     let mut lines = std::io::stdin().lines();
                     let mut next = |what: &str| -> anyhow::Result<SecretString> {
@@ -856,6 +918,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => ctx.vault.second_factor_required(&p).await?,
             };
             println!("second factor {}", if required { "required" } else { "not required" });
+            ctx.vault.checkpoint(&ctx.workspace_id).await?;
+            Ok(0)
+        }
+        Command::Security(SecurityCmd::Allowlist(action)) => {
+            let ctx = open(&cli).await?;
+            let p = Principal::operator(&ctx.workspace_id);
+            let list = match action {
+                AllowlistCmd::Show => ctx.vault.workspace_allowlist(&p).await?,
+                AllowlistCmd::Set { entries } => ctx.vault.set_workspace_allowlist(&p, &split_entries(entries), false).await?,
+                AllowlistCmd::Clear => ctx.vault.set_workspace_allowlist(&p, &[], false).await?,
+            };
+            print_allowlist(&list);
             ctx.vault.checkpoint(&ctx.workspace_id).await?;
             Ok(0)
         }
@@ -902,6 +976,7 @@ async fn serve(cli: &Cli, listen: Option<&str>) -> anyhow::Result<i32> {
         listen: settings.listen,
         import_body_limit: settings.import_body_limit,
         trusted_proxies: settings.trusted_proxies.clone(),
+        forwarded_header: settings.forwarded_header,
     };
     let app = crate::startup::Application::build(vault.clone(), http).await?;
     let addr = app.local_addr();
@@ -948,5 +1023,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Entries given as separate arguments and/or comma-separated.
+fn split_entries(raw: &[String]) -> Vec<String> {
+    raw.iter()
+        .flat_map(|e| e.split([',', ' ']))
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Prints an allowlist, one block per line; says so on a terminal when it is empty.
+fn print_allowlist(list: &[String]) {
+    if list.is_empty() && std::io::stderr().is_terminal() {
+        eprintln!("no allowlist: any address is allowed");
+    }
+    for entry in list {
+        println!("{entry}");
     }
 }

@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Default listen address.
@@ -21,8 +21,14 @@ listen = "127.0.0.1:8080"
 # Largest CSV body POST /api/v1/imports accepts, in MiB (bigger files: use the CLI).
 import_body_limit_mib = 64
 
-# Reverse proxies whose X-Forwarded-For header is believed. Empty: none.
+# Reverse proxies (addresses or CIDR blocks) whose forwarding header is
+# believed; the client is the right-most address in it that is not one of
+# them. Empty: none, and the client is the TCP peer.
 trusted_proxies = []
+
+# The header those proxies name the client in: "x-forwarded-for" or
+# "forwarded" (RFC 7239). The other one is ignored.
+forwarded_header = "x-forwarded-for"
 
 # Longest time consecutive batches of one import share a transaction, in ms
 # (CONSENTRY_IMPORT_COMMIT_WINDOW_MS overrides it). Longer: faster large imports;
@@ -43,6 +49,7 @@ struct FileSettings {
     listen: Option<String>,
     import_body_limit_mib: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
+    forwarded_header: Option<String>,
     import_commit_window_ms: Option<u64>,
     api_key_max_days: Option<u32>,
 }
@@ -53,7 +60,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub import_body_limit: usize,
-    pub trusted_proxies: Vec<IpAddr>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub forwarded_header: crate::startup::ForwardedHeader,
     pub import_commit_window: std::time::Duration,
     /// Longest lifetime of an API key, in microseconds.
     pub api_key_max_lifetime: i64,
@@ -80,8 +88,15 @@ impl Settings {
             .trusted_proxies
             .unwrap_or_default()
             .iter()
-            .map(|p| p.parse().with_context(|| format!("trusted proxy {p:?} is not an IP address")))
+            .map(|p| {
+                crate::access::allowlist::parse_proxy(p).map_err(|why| anyhow::anyhow!("trusted proxy {p:?} in {}: {why}", path.display()))
+            })
             .collect::<anyhow::Result<_>>()?;
+        let forwarded_header = match file.forwarded_header.as_deref().map(|h| h.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("x-forwarded-for") => crate::startup::ForwardedHeader::XForwardedFor,
+            Some("forwarded") => crate::startup::ForwardedHeader::Forwarded,
+            Some(other) => anyhow::bail!("forwarded_header is {other:?}; give \"x-forwarded-for\" or \"forwarded\""),
+        };
         let window_ms = match std::env::var("CONSENTRY_IMPORT_COMMIT_WINDOW_MS") {
             Ok(raw) => raw
                 .trim()
@@ -101,6 +116,7 @@ impl Settings {
             listen,
             import_body_limit: file.import_body_limit_mib.unwrap_or(64).saturating_mul(1 << 20),
             trusted_proxies,
+            forwarded_header,
             import_commit_window: std::time::Duration::from_millis(window_ms),
             api_key_max_lifetime: i64::from(key_days) * 86_400_000_000,
         })

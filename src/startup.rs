@@ -22,8 +22,20 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Largest body `POST /api/v1/imports` accepts, in bytes.
     pub import_body_limit: usize,
-    /// Reverse proxies whose `X-Forwarded-For` header is believed.
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Reverse proxies (addresses or CIDR blocks) whose forwarding header is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Which header trusted proxies name the client in.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// The header in which trusted proxies pass on the client's address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
 }
 
 impl Default for HttpSettings {
@@ -32,6 +44,7 @@ impl Default for HttpSettings {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             import_body_limit: 64 << 20,
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
         }
     }
 }

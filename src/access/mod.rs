@@ -2,6 +2,7 @@
 //! to them, the `Principal` every service call is made for, and the masking decision.
 //! Checks happen here, below the HTTP and CLI layers, so no entry point can skip them.
 
+pub mod allowlist;
 pub mod password;
 
 use crate::store::ListScope;
@@ -131,6 +132,9 @@ pub struct Principal {
     pub lists: ListScope,
     /// Keyed hash of the client IP, for the audit log.
     pub ip_hash: Option<String>,
+    /// The client's address, to warn before an allowlist shuts it out. Never
+    /// stored or logged.
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl Principal {
@@ -142,6 +146,7 @@ impl Principal {
             permissions: Permission::ALL.into_iter().collect(),
             lists: ListScope::All,
             ip_hash: None,
+            ip: None,
         }
     }
 

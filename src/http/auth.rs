@@ -6,12 +6,15 @@
 
 use super::error::ApiError;
 use super::AppState;
+use crate::access::allowlist::in_any;
 use crate::access::{AccessError, Principal, ReadMode};
+use crate::startup::{ForwardedHeader, HttpSettings};
 use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 
 /// Header in which a client states why it needs unmasked data.
@@ -52,7 +55,7 @@ impl FromRequestParts<AppState> for EnrolAuth {
 }
 
 async fn authenticate(parts: &mut Parts, state: &AppState, to_enrol: bool) -> Result<Principal, ApiError> {
-    let ip = client_ip(parts, &state.settings.trusted_proxies);
+    let ip = client_ip(parts, &state.settings);
     if let Some(token) = bearer_token(&parts.headers) {
         return Ok(state.vault.authenticate(token, ip).await?);
     }
@@ -76,7 +79,7 @@ impl FromRequestParts<AppState> for ClientIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_ip(parts, &state.settings.trusted_proxies)))
+        Ok(ClientIp(client_ip(parts, &state.settings)))
     }
 }
 
@@ -112,35 +115,70 @@ fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// The client's address: the TCP peer, unless the peer is a trusted proxy, in which
-/// case the last `X-Forwarded-For` entry that is not itself a trusted proxy.
-pub fn client_ip(parts: &Parts, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
+/// The client's address: the TCP peer, unless the peer is a trusted proxy, in
+/// which case the right-most address of the configured forwarding header that is
+/// not itself a trusted proxy.
+pub fn client_ip(parts: &Parts, settings: &HttpSettings) -> Option<IpAddr> {
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
-    Some(resolve_client_ip(peer, &parts.headers, trusted_proxies))
+    Some(resolve_client_ip(
+        peer,
+        &parts.headers,
+        &settings.trusted_proxies,
+        settings.forwarded_header,
+    ))
 }
 
-fn resolve_client_ip(peer: IpAddr, headers: &HeaderMap, trusted_proxies: &[IpAddr]) -> IpAddr {
-    if !trusted_proxies.contains(&peer) {
+fn resolve_client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet], header: ForwardedHeader) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !in_any(trusted, peer) {
         return peer;
     }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .collect();
+    let hops: Vec<Option<IpAddr>> = match header {
+        ForwardedHeader::XForwardedFor => headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(|h| h.parse::<IpAddr>().ok())
+            .collect(),
+        ForwardedHeader::Forwarded => headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(forwarded_for)
+            .collect(),
+    };
     let mut client = peer;
     for hop in hops.iter().rev() {
         // An entry that does not parse ends what can be believed: keep the last hop seen.
-        let Ok(ip) = hop.parse::<IpAddr>() else { break };
-        client = ip;
-        if !trusted_proxies.contains(&ip) {
+        let Some(ip) = hop else { break };
+        client = ip.to_canonical();
+        if !in_any(trusted, client) {
             break;
         }
     }
     client
+}
+
+/// The address of the `for=` parameter of one RFC 7239 `Forwarded` element
+/// (`for=192.0.2.60`, `for="[2001:db8::17]:4711"`); `None` when it has none
+/// or names no address (`for=unknown`, obfuscated identifiers).
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        name.trim().eq_ignore_ascii_case("for").then(|| value.trim().trim_matches('"'))
+    })?;
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    if let Ok(ip) = value.parse() {
+        return Some(ip);
+    }
+    // IPv4 with a port.
+    value.rsplit_once(':')?.0.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// The purpose a request states in `X-Consentry-Purpose`, if any.
@@ -274,17 +312,46 @@ mod tests {
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() -> Result<(), Box<dyn std::error::Error>> {
+        let xff = ForwardedHeader::XForwardedFor;
         let proxy: IpAddr = "10.0.0.1".parse()?;
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", "198.51.100.7, 203.0.113.9, 10.0.0.2".parse()?);
         let other: IpAddr = "192.0.2.1".parse()?;
-        assert_eq!(resolve_client_ip(other, &headers, &[proxy]), other);
-        let trusted = [proxy, "10.0.0.2".parse()?];
-        assert_eq!(resolve_client_ip(proxy, &headers, &trusted), "203.0.113.9".parse::<IpAddr>()?);
+        let one: Vec<IpNet> = vec!["10.0.0.1/32".parse()?];
+        assert_eq!(resolve_client_ip(other, &headers, &one, xff), other);
+        let block: Vec<IpNet> = vec!["10.0.0.0/24".parse()?];
+        assert_eq!(resolve_client_ip(proxy, &headers, &block, xff), "203.0.113.9".parse::<IpAddr>()?);
         headers.insert("x-forwarded-for", "junk, 10.0.0.2".parse()?);
-        assert_eq!(resolve_client_ip(proxy, &headers, &trusted), "10.0.0.2".parse::<IpAddr>()?);
-        assert_eq!(resolve_client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
+        assert_eq!(resolve_client_ip(proxy, &headers, &block, xff), "10.0.0.2".parse::<IpAddr>()?);
+        assert_eq!(resolve_client_ip(proxy, &HeaderMap::new(), &block, xff), proxy);
+        // The other header is not believed.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::FORWARDED, "for=198.51.100.7".parse()?);
+        assert_eq!(resolve_client_ip(proxy, &headers, &block, xff), proxy);
+        assert_eq!(
+            resolve_client_ip(proxy, &headers, &block, ForwardedHeader::Forwarded),
+            "198.51.100.7".parse::<IpAddr>()?
+        );
+        // An IPv4-mapped peer is its IPv4 address.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse()?;
+        assert_eq!(resolve_client_ip(mapped, &headers, &block, xff), proxy);
         Ok(())
+    }
+
+    #[test]
+    fn forwarded_elements_name_their_for_address() {
+        assert_eq!(
+            forwarded_for("for=192.0.2.60;proto=http;by=203.0.113.43"),
+            "192.0.2.60".parse().ok()
+        );
+        assert_eq!(
+            forwarded_for(r#" For="[2001:db8:cafe::17]:4711""#),
+            "2001:db8:cafe::17".parse().ok()
+        );
+        assert_eq!(forwarded_for("for=\"192.0.2.43:47011\""), "192.0.2.43".parse().ok());
+        assert_eq!(forwarded_for("for=unknown"), None);
+        assert_eq!(forwarded_for("for=_hidden"), None);
+        assert_eq!(forwarded_for("proto=https"), None);
     }
 
     #[test]

@@ -170,6 +170,7 @@ impl ApiError {
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "request failed");
+                eprintln!("DEBUG {cause:#}");
                 (
                     "internal",
                     "Internal server error",
@@ -203,6 +204,7 @@ impl From<VaultError> for ApiError {
             VaultError::Conflict(detail) => ApiError::Conflict(detail),
             VaultError::AuditUnavailable(cause) => ApiError::AuditUnavailable(cause),
             VaultError::Integrity { .. } => ApiError::Integrity,
+            e @ VaultError::AddressRefused(_) => ApiError::Forbidden(e.to_string()),
             VaultError::Internal(cause) => ApiError::Internal(cause),
         }
     }

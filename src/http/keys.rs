@@ -4,12 +4,13 @@
 use super::auth::Auth;
 use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
 use super::extract::{ApiJson, ApiPath};
+use super::security::{AllowlistView, SetAllowlist};
 use super::AppState;
 use crate::access::Permission;
 use crate::vault::api_keys::ApiKeyView;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -21,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", delete(revoke_key))
         .route("/keys/{id}/rotate", post(rotate_key))
+        .route("/keys/{id}/allowlist", put(set_key_allowlist))
 }
 
 /// The keys of the workspace (never their secrets).
@@ -76,6 +78,11 @@ pub struct CreateKey {
     /// `api_key_max_days` (365 unless configured).
     #[schema(pattern = "^[1-9][0-9]{0,4}[dhm]$")]
     pub expires: Option<String>,
+    /// Addresses and CIDR blocks the key may be used from (at most 100); any
+    /// address when left out.
+    #[serde(default)]
+    #[schema(max_items = 100)]
+    pub allowlist: Vec<String>,
 }
 
 /// A created key and its token, which is shown only this once.
@@ -131,7 +138,7 @@ pub async fn create_key(
     };
     let (key, token) = state
         .vault
-        .create_api_key(&p, &body.name, &scopes, &body.lists, body.expires.as_deref())
+        .create_api_key_from(&p, &body.name, &scopes, &body.lists, body.expires.as_deref(), &body.allowlist)
         .await?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key, token })))
 }
@@ -184,4 +191,32 @@ pub async fn rotate_key(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let (key, token) = state.vault.rotate_api_key(&p, &id, body.overlap.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(CreatedKey { key, token })))
+}
+
+/// Replace an API key's address allowlist.
+///
+/// Requests with the key must come from an address on it (and on the
+/// workspace's list). Changing the list of the key making the request so that
+/// it shuts this request's address out needs `confirm_lockout`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/keys/{id}/allowlist",
+    tag = "keys",
+    params(("id" = String, Path, description = "Key id")),
+    request_body = SetAllowlist,
+    responses((status = 200, description = "The allowlist now", body = AllowlistView), ConflictError, BodyErrors, CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn set_key_allowlist(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SetAllowlist>,
+) -> Result<Json<AllowlistView>, ApiError> {
+    Ok(Json(AllowlistView {
+        allowlist: state
+            .vault
+            .set_api_key_allowlist(&p, &id, &body.allowlist, body.confirm_lockout)
+            .await?,
+    }))
 }

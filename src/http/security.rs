@@ -1,7 +1,7 @@
 //! `/api/v1/security`: the workspace's security settings. Needs `security:manage`.
 
 use super::auth::Auth;
-use super::error::{ApiError, BodyErrors, CommonErrors};
+use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
 use super::extract::ApiJson;
 use super::AppState;
 use axum::extract::State;
@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/security/second-factor", get(get_requirement).put(set_requirement))
+    Router::new()
+        .route("/security/second-factor", get(get_requirement).put(set_requirement))
+        .route("/security/allowlist", get(get_allowlist).put(set_allowlist))
 }
 
 /// Whether every user of the workspace must have a second factor.
@@ -54,5 +56,69 @@ pub async fn set_requirement(
 ) -> Result<Json<SecondFactorRequirement>, ApiError> {
     Ok(Json(SecondFactorRequirement {
         required: state.vault.set_second_factor_required(&p, body.required).await?,
+    }))
+}
+
+/// An address allowlist as it is now.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct AllowlistView {
+    /// CIDR blocks in canonical form (a single address is a `/32` or `/128`
+    /// block); empty: any address.
+    pub allowlist: Vec<String>,
+}
+
+/// A new address allowlist.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAllowlist {
+    /// IPv4 and IPv6 addresses and CIDR blocks such as `203.0.113.0/24` or
+    /// `2001:db8::/48` (at most 100); empty: any address.
+    #[schema(max_items = 100)]
+    pub allowlist: Vec<String>,
+    /// Set it even though it does not include the address of this request
+    /// (which would then be shut out). Refused (409) without it.
+    #[serde(default)]
+    pub confirm_lockout: bool,
+}
+
+/// The workspace's address allowlist.
+///
+/// Every sign-in and every request of the workspace, by session or by API key,
+/// must come from an address on it (when it is not empty).
+#[utoipa::path(
+    get,
+    path = "/api/v1/security/allowlist",
+    tag = "security",
+    responses((status = 200, description = "The allowlist", body = AllowlistView), CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn get_allowlist(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<AllowlistView>, ApiError> {
+    Ok(Json(AllowlistView {
+        allowlist: state.vault.workspace_allowlist(&p).await?,
+    }))
+}
+
+/// Replace the workspace's address allowlist.
+///
+/// A list that does not include the address of this request needs
+/// `confirm_lockout`; `consentry security allowlist clear` on the server clears it.
+#[utoipa::path(
+    put,
+    path = "/api/v1/security/allowlist",
+    tag = "security",
+    request_body = SetAllowlist,
+    responses((status = 200, description = "The allowlist now", body = AllowlistView), ConflictError, BodyErrors, CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn set_allowlist(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(body): ApiJson<SetAllowlist>,
+) -> Result<Json<AllowlistView>, ApiError> {
+    Ok(Json(AllowlistView {
+        allowlist: state
+            .vault
+            .set_workspace_allowlist(&p, &body.allowlist, body.confirm_lockout)
+            .await?,
     }))
 }

@@ -240,12 +240,13 @@ fn expose_all<S: serde::Serializer>(codes: &[SecretString], s: S) -> Result<S::O
 pub async fn verify_factor(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<FactorCode>,
 ) -> Result<StatusCode, ApiError> {
     let token = cookie_token(&headers).ok_or(ApiError::Unauthorized { presented: false })?;
-    let (session, _) = state.vault.live_session(&token).await?;
+    let (session, _, _) = state.vault.live_session(&token, ip).await?;
     require_csrf(&state, &headers, &session.workspace_id, &token).await?;
-    state.vault.verify_second_factor(&token, &body.code).await?;
+    state.vault.verify_second_factor(&token, &body.code, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,12 +4,13 @@
 use super::auth::Auth;
 use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
 use super::extract::{ApiJson, ApiPath};
+use super::security::{AllowlistView, SetAllowlist};
 use super::AppState;
 use crate::vault::users::UserView;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize, Serializer};
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/users/{id}/disable", post(disable_user))
         .route("/users/{id}/enable", post(enable_user))
         .route("/users/{id}/reset-2fa", post(reset_second_factor))
+        .route("/users/{id}/allowlist", put(set_user_allowlist))
 }
 
 /// The workspace's users, oldest first.
@@ -173,4 +175,32 @@ pub async fn reset_second_factor(
 ) -> Result<StatusCode, ApiError> {
     state.vault.reset_user_second_factor(&p, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace a user's address allowlist.
+///
+/// The user can sign in and work only from an address on it (and on the
+/// workspace's list). Shutting out the address of your own request needs
+/// `confirm_lockout`.
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/{id}/allowlist",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    request_body = SetAllowlist,
+    responses((status = 200, description = "The allowlist now", body = AllowlistView), ConflictError, BodyErrors, CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn set_user_allowlist(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<SetAllowlist>,
+) -> Result<Json<AllowlistView>, ApiError> {
+    Ok(Json(AllowlistView {
+        allowlist: state
+            .vault
+            .set_user_allowlist(&p, &id, &body.allowlist, body.confirm_lockout)
+            .await?,
+    }))
 }

@@ -187,6 +187,22 @@ pub trait Store: Send + Sync + 'static {
     /// Sets that requirement; `false` (and no event) when it was so already.
     async fn set_second_factor_required(&self, workspace_id: &str, required: bool, at: i64, audit: AuditDraft) -> StoreResult<bool>;
 
+    // Address allowlists
+
+    /// The workspace's allowlist (canonical CIDR blocks; empty: any address).
+    async fn workspace_allowlist(&self, workspace_id: &str) -> StoreResult<Vec<String>>;
+    /// Replaces the allowlist of the workspace, one of its users or one of its
+    /// keys; `NotFound` when the user or key is not the workspace's, `false` (and
+    /// no event) when the list was this already.
+    async fn set_allowlist(
+        &self,
+        workspace_id: &str,
+        subject: AllowlistSubject,
+        entries: Vec<String>,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<bool>;
+
     // Sign-in throttling (shared by every server on the store)
 
     /// Failed sign-ins counted under `scope` (`account` or `address`) and `key`.

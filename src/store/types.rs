@@ -40,6 +40,8 @@ pub struct ApiKeyRecord {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// Addresses (CIDR blocks) the key may be used from; empty means any.
+    pub allowlist: Vec<String>,
 }
 
 /// Whether a user may sign in.
@@ -90,6 +92,8 @@ pub struct UserRecord {
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Addresses (CIDR blocks) the user may sign in and work from; empty means any.
+    pub allowlist: Vec<String>,
 }
 
 /// A single-use invitation (only a keyed hash of its token).
@@ -384,4 +388,12 @@ pub struct ExportRecord {
     pub format: String,
     pub row_count: u64,
     pub created_at: i64,
+}
+
+/// Whose address allowlist a change is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowlistSubject {
+    Workspace,
+    User(Uuid),
+    Key(String),
 }

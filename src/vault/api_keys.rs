@@ -22,6 +22,8 @@ pub struct ApiKeyView {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// Addresses (CIDR blocks) the key may be used from; empty: any.
+    pub allowlist: Vec<String>,
 }
 
 impl From<&ApiKeyRecord> for ApiKeyView {
@@ -36,6 +38,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             expires_at: k.expires_at.map(rfc3339),
             revoked_at: k.revoked_at.map(rfc3339),
             last_used_at: k.last_used_at.map(rfc3339),
+            allowlist: k.allowlist.clone(),
         }
     }
 }
@@ -100,7 +103,8 @@ impl Vault {
         Ok(list_ids)
     }
 
-    /// Creates a key; returns its record and the token to show once.
+    /// Creates a key usable from any address; returns its record and the token
+    /// to show once.
     pub async fn create_api_key(
         &self,
         p: &Principal,
@@ -109,7 +113,21 @@ impl Vault {
         lists: &[String],
         expires_in: Option<&str>,
     ) -> VaultResult<(ApiKeyView, SecretString)> {
+        self.create_api_key_from(p, name, scopes, lists, expires_in, &[]).await
+    }
+
+    /// Creates a key usable only from the `allowlist` given (empty: any address).
+    pub async fn create_api_key_from(
+        &self,
+        p: &Principal,
+        name: &str,
+        scopes: &str,
+        lists: &[String],
+        expires_in: Option<&str>,
+        allowlist: &[String],
+    ) -> VaultResult<(ApiKeyView, SecretString)> {
         p.require(Permission::KeysManage)?;
+        let allowlist = super::allowlists::parse(allowlist)?.entries();
         let name = name.trim();
         if name.is_empty() || name.len() > 100 {
             return Err(VaultError::invalid("name", "a key name is 1-100 characters"));
@@ -149,11 +167,17 @@ impl Vault {
             expires_at,
             revoked_at: None,
             last_used_at: None,
+            allowlist,
         };
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.created")
             .target(format!("key:{}", record.id))
             .ip_hash(p.ip_hash.clone())
-            .details(serde_json::json!({ "scopes": record.scopes, "lists": record.list_ids, "expires_at": record.expires_at }));
+            .details(serde_json::json!({
+                "scopes": record.scopes,
+                "lists": record.list_ids,
+                "expires_at": record.expires_at,
+                "allowlist": record.allowlist,
+            }));
         self.store.create_api_key(record.clone(), draft).await?;
         Ok(((&record).into(), secret.token))
     }
@@ -221,6 +245,7 @@ impl Vault {
             ),
             revoked_at: None,
             last_used_at: None,
+            allowlist: old.allowlist.clone(),
         };
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.rotated")
             .target(format!("key:{}", old.id))
@@ -264,6 +289,15 @@ impl Vault {
             self.store.record_audit(draft).await.map_err(VaultError::from)?;
             return Err(AuthError::Invalid);
         }
+        self.check_address(
+            &record.workspace_id,
+            &format!("key:{}", record.id),
+            &record.allowlist,
+            super::allowlists::RefusedBy::Key,
+            ip,
+            ip_hash.as_ref(),
+        )
+        .await?;
         if record.last_used_at.is_none_or(|t| now - t > 60_000_000) {
             if let Err(e) = self.store.touch_api_key(&record.id, now).await {
                 tracing::warn!(error = %e, key = %record.id, "failed to record key use");
@@ -279,6 +313,7 @@ impl Vault {
                 ListScope::Lists(record.list_ids.clone())
             },
             ip_hash,
+            ip,
         })
     }
 }

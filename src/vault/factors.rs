@@ -154,8 +154,8 @@ impl Vault {
 
     /// Completes a sign-in: checks a code of the user's authenticator, or one of
     /// their recovery codes, for a session that waits for its second factor.
-    pub async fn verify_second_factor(&self, token: &str, code: &SecretString) -> Result<(), SessionError> {
-        let (session, user) = self.live_session(token).await?;
+    pub async fn verify_second_factor(&self, token: &str, code: &SecretString, ip: Option<std::net::IpAddr>) -> Result<(), SessionError> {
+        let (session, user, _) = self.live_session(token, ip).await?;
         if !session.factor_required || session.factor_verified_at.is_some() {
             return Ok(());
         }

@@ -3,6 +3,7 @@
 //! events. A `Vault` holds the store, the master key and a cache of opened workspace
 //! keys.
 
+pub mod allowlists;
 pub mod api_keys;
 pub mod audit_ops;
 pub mod consents;
@@ -56,6 +57,9 @@ pub enum VaultError {
     AuditUnavailable(#[source] anyhow::Error),
     #[error("stored data failed its integrity check ({field}); it was not returned")]
     Integrity { field: String },
+    /// The client's address is not on an allowlist that applies.
+    #[error("requests from this address are not allowed by the {}'s allowlist; ask an administrator to add it", .0.as_str_public())]
+    AddressRefused(allowlists::RefusedBy),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }

@@ -11,6 +11,7 @@
 //! is not active or the password is wrong, and takes as long: an unknown account
 //! is checked against a dummy hash of the same cost.
 
+use super::allowlists::RefusedBy;
 use super::users::{user_email_index, user_view};
 use super::{Vault, VaultError, VaultResult};
 use crate::access::password::Verified;
@@ -117,7 +118,7 @@ pub(crate) fn session_hash(token: &str) -> Vec<u8> {
 }
 
 /// The user a session or a sign-in stands for, as a principal.
-fn principal_of(user: &UserRecord, ip_hash: Option<String>) -> Principal {
+fn principal_of(user: &UserRecord, ip_hash: Option<String>, ip: Option<std::net::IpAddr>) -> Principal {
     Principal {
         workspace_id: user.workspace_id.clone(),
         actor: format!("user:{}", user.id),
@@ -128,6 +129,7 @@ fn principal_of(user: &UserRecord, ip_hash: Option<String>) -> Principal {
             ListScope::Lists(user.list_ids.clone())
         },
         ip_hash,
+        ip,
     }
 }
 
@@ -171,6 +173,16 @@ impl Vault {
             (Some(k), Some(ip)) => Some(k.token_hash("sign_in_address", ip.to_string().as_bytes()).to_vec()),
             _ => None,
         };
+        // The workspace's allowlist applies before anything about accounts is
+        // looked at, so a refusal tells nothing about them.
+        if keys.is_some() {
+            let ip_hash = match ip {
+                Some(ip) => self.ip_hash(&workspace_id, &ip).await,
+                None => None,
+            };
+            self.check_address(&workspace_id, "sign_in", &[], RefusedBy::User, ip, ip_hash.as_ref())
+                .await?;
+        }
         let now = self.now();
         if let Some(wait) = self
             .sign_in_wait(&workspace_id, account_key.as_deref(), address_key.as_deref(), now)
@@ -209,6 +221,17 @@ impl Vault {
             }
             return Err(SessionError::SignInRefused);
         };
+        // The user's own allowlist is looked at only once the password is right,
+        // so that it tells a stranger nothing; the refusal is audited.
+        self.check_address(
+            &workspace_id,
+            &format!("user:{}", user.id),
+            &user.allowlist,
+            RefusedBy::User,
+            ip,
+            ip_hash.as_ref(),
+        )
+        .await?;
         if let Some(k) = &account_key {
             self.store
                 .clear_sign_in_failures(&workspace_id, "account", k)
@@ -321,9 +344,14 @@ impl Vault {
         Ok(())
     }
 
-    /// A live session by its token, with its user, whether or not its second
-    /// factor was checked.
-    pub(crate) async fn live_session(&self, token: &str) -> Result<(SessionRecord, UserRecord), SessionError> {
+    /// A live session by its token, with its user and the keyed hash of the
+    /// client's address, whether or not its second factor was checked. The
+    /// address must be one the workspace's and the user's allowlists allow.
+    pub(crate) async fn live_session(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(SessionRecord, UserRecord, Option<String>), SessionError> {
         if !token.starts_with(SESSION_PREFIX) {
             return Err(SessionError::Invalid);
         }
@@ -341,7 +369,20 @@ impl Vault {
         if !live {
             return Err(SessionError::Invalid);
         }
-        Ok((session, user))
+        let ip_hash = match ip {
+            Some(ip) => self.ip_hash(&session.workspace_id, &ip).await,
+            None => None,
+        };
+        self.check_address(
+            &session.workspace_id,
+            &format!("user:{}", user.id),
+            &user.allowlist,
+            super::allowlists::RefusedBy::User,
+            ip,
+            ip_hash.as_ref(),
+        )
+        .await?;
+        Ok((session, user, ip_hash))
     }
 
     /// The principal a session token stands for, and its session. A session that
@@ -370,7 +411,7 @@ impl Vault {
         ip: Option<std::net::IpAddr>,
         to_enrol: bool,
     ) -> Result<(Principal, SessionRecord), SessionError> {
-        let (session, user) = self.live_session(token).await?;
+        let (session, user, ip_hash) = self.live_session(token, ip).await?;
         if session.factor_required && session.factor_verified_at.is_none() {
             return Err(SessionError::FactorRequired);
         }
@@ -383,11 +424,7 @@ impl Vault {
                 tracing::warn!(error = %e, session = %session.id, "failed to record session activity");
             }
         }
-        let ip_hash = match ip {
-            Some(ip) => self.ip_hash(&session.workspace_id, &ip).await,
-            None => None,
-        };
-        Ok((principal_of(&user, ip_hash), session))
+        Ok((principal_of(&user, ip_hash, ip), session))
     }
 
     /// Whether `presented` is the CSRF token of the session with this token.

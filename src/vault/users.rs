@@ -36,6 +36,8 @@ pub struct UserView {
     pub created_by: String,
     pub created_at: String,
     pub updated_at: String,
+    /// Addresses (CIDR blocks) the user may sign in and work from; empty: any.
+    pub allowlist: Vec<String>,
 }
 
 /// A new invitation: the token is shown once, to be passed on to the invitee
@@ -73,6 +75,7 @@ pub(crate) fn user_view(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<
         created_by: user.created_by.clone(),
         created_at: rfc3339(user.created_at),
         updated_at: rfc3339(user.updated_at),
+        allowlist: user.allowlist.clone(),
     })
 }
 
@@ -121,6 +124,7 @@ impl Vault {
             created_by: p.actor.clone(),
             created_at: now,
             updated_at: now,
+            allowlist: Vec::new(),
         };
         let token = format!(
             "{INVITATION_PREFIX}{}",

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 50] = [
+const OPERATIONS: [(&str, &str); 54] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -755,6 +755,7 @@ const OPERATIONS: [(&str, &str); 50] = [
     ("post", "/api/v1/keys"),
     ("delete", "/api/v1/keys/{id}"),
     ("post", "/api/v1/keys/{id}/rotate"),
+    ("put", "/api/v1/keys/{id}/allowlist"),
     ("get", "/api/v1/users"),
     ("post", "/api/v1/users"),
     ("get", "/api/v1/users/{id}"),
@@ -762,6 +763,7 @@ const OPERATIONS: [(&str, &str); 50] = [
     ("post", "/api/v1/users/{id}/disable"),
     ("post", "/api/v1/users/{id}/enable"),
     ("post", "/api/v1/users/{id}/reset-2fa"),
+    ("put", "/api/v1/users/{id}/allowlist"),
     ("post", "/api/v1/auth/factor"),
     ("post", "/api/v1/auth/password"),
     ("post", "/api/v1/auth/factors/totp"),
@@ -773,6 +775,8 @@ const OPERATIONS: [(&str, &str); 50] = [
     ("post", "/api/v1/invitations/accept"),
     ("get", "/api/v1/security/second-factor"),
     ("put", "/api/v1/security/second-factor"),
+    ("get", "/api/v1/security/allowlist"),
+    ("put", "/api/v1/security/allowlist"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/healthz"),
@@ -1544,6 +1548,241 @@ mod sessions {
             .unwrap();
         assert_eq!(reset.status(), 204);
         assert_eq!(sessions(pair_of_new_sign_in(&app).await).await.unwrap().status(), 200);
+    }
+
+    /// The audit events of the app's workspace with this action.
+    async fn events(app: &TestApp, action: &str) -> Vec<consentry::audit::AuditEvent> {
+        let operator = consentry::access::Principal::operator(&app.workspace_id);
+        app.vault
+            .audit_events(&operator, 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == action)
+            .collect()
+    }
+
+    fn put(app: &TestApp, path: &str, key: &str, body: Value) -> reqwest::RequestBuilder {
+        app.client.put(app.url(path)).bearer_auth(key).json(&body)
+    }
+
+    #[tokio::test]
+    async fn allowlists_of_workspace_key_and_user_shut_out_other_addresses() {
+        let app = spawn_app().await;
+        let owner = &app.owner_key;
+        let app = &app;
+        let me = |status: u16| async move {
+            assert_eq!(app.get("/api/v1/lists", owner).send().await.unwrap().status(), status);
+        };
+        // A list without this request's address (127.0.0.1) needs a confirmation.
+        let office = json!({ "allowlist": ["203.0.113.0/24", "2001:db8::/48"] });
+        let refused = put(app, "/api/v1/security/allowlist", owner, office.clone()).send().await.unwrap();
+        assert_eq!(refused.status(), 409);
+        assert!(refused.text().await.unwrap().contains("confirm_lockout"));
+        let bad = put(
+            app,
+            "/api/v1/security/allowlist",
+            owner,
+            json!({ "allowlist": ["10.0.0.0/8", "10.1.2.3/8"] }),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(bad.status(), 422);
+        assert!(bad.text().await.unwrap().contains("entry 2: has host bits set"));
+        me(200).await;
+        let with_me = json!({ "allowlist": ["127.0.0.1", "203.0.113.0/24"] });
+        let set = put(app, "/api/v1/security/allowlist", owner, with_me).send().await.unwrap();
+        assert_eq!(
+            set.json::<Value>().await.unwrap()["allowlist"],
+            json!(["127.0.0.1/32", "203.0.113.0/24"])
+        );
+        me(200).await;
+        let mut confirmed = office.clone();
+        confirmed["confirm_lockout"] = json!(true);
+        assert_eq!(
+            put(app, "/api/v1/security/allowlist", owner, confirmed)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let shut_out = app.get("/api/v1/lists", owner).send().await.unwrap();
+        assert_eq!(shut_out.status(), 403);
+        assert!(shut_out.text().await.unwrap().contains("not allowed by the workspace's allowlist"));
+        // Signing in is refused before any account is looked at.
+        active_user_while_shut_out(app).await;
+        let sign_in_refused = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "nobody@example.com", "password": "wrong wrong wrong wrong" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sign_in_refused.status(), 403);
+        let refusals = events(app, "auth.address_refused").await;
+        assert!(refusals.len() >= 2, "{refusals:?}");
+        assert!(refusals.iter().all(|e| e.details.contains(r#""allowlist":"workspace""#)));
+        // `consentry security allowlist clear` on the server is the way back in.
+        let operator = consentry::access::Principal::operator(&app.workspace_id);
+        app.vault.set_workspace_allowlist(&operator, &[], false).await.unwrap();
+        me(200).await;
+        assert_eq!(events(app, "security.allowlist_changed").await.len(), 3);
+
+        // A key of its own: usable only from its list.
+        let made = app
+            .post("/api/v1/keys", owner)
+            .json(&json!({ "name": "partner", "scopes": "viewer,keys:manage", "allowlist": ["198.51.100.0/24"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201);
+        let made: Value = made.json().await.unwrap();
+        assert_eq!(made["key"]["allowlist"], json!(["198.51.100.0/24"]));
+        let (partner, partner_id) = (made["token"].as_str().unwrap(), made["key"]["id"].as_str().unwrap());
+        assert_eq!(app.get("/api/v1/lists", partner).send().await.unwrap().status(), 403);
+        assert!(events(app, "auth.address_refused")
+            .await
+            .last()
+            .unwrap()
+            .details
+            .contains(r#""allowlist":"key""#));
+        let path = format!("/api/v1/keys/{partner_id}/allowlist");
+        put(app, &path, owner, json!({ "allowlist": ["127.0.0.0/8"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(app.get("/api/v1/lists", partner).send().await.unwrap().status(), 200);
+        // The key cannot shut itself out without saying so.
+        let own = put(app, &path, partner, json!({ "allowlist": ["198.51.100.0/24"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(own.status(), 409);
+
+        // A user of their own: the list is looked at once the password is right.
+        let id = active_user(app, "ayla@example.com", "viewer").await;
+        let user_path = format!("/api/v1/users/{id}/allowlist");
+        put(app, &user_path, owner, json!({ "allowlist": ["198.51.100.7"] }))
+            .send()
+            .await
+            .unwrap();
+        let attempt = |password: &'static str| {
+            app.client
+                .post(app.url("/api/v1/auth/login"))
+                .json(&json!({ "email": "ayla@example.com", "password": password }))
+                .send()
+        };
+        assert_eq!(attempt("wrong wrong wrong wrong").await.unwrap().status(), 401);
+        assert_eq!(attempt(PASSWORD).await.unwrap().status(), 403);
+        assert_eq!(
+            events(app, "auth.address_refused").await.last().unwrap().target.as_deref(),
+            Some(format!("user:{id}").as_str())
+        );
+        put(app, &user_path, owner, json!({ "allowlist": ["127.0.0.1"] }))
+            .send()
+            .await
+            .unwrap();
+        let (_, cookie, _) = sign_in(app, "ayla@example.com").await;
+        let sessions = || app.client.get(app.url("/api/v1/auth/sessions")).header(COOKIE, &cookie).send();
+        assert_eq!(sessions().await.unwrap().status(), 200);
+        // A narrower list applies to a running session at once.
+        put(app, &user_path, owner, json!({ "allowlist": ["198.51.100.7"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sessions().await.unwrap().status(), 403);
+        let user: Value = app
+            .get(&format!("/api/v1/users/{id}"), owner)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(user["allowlist"], json!(["198.51.100.7/32"]));
+        // Keys and users of another workspace are not found.
+        let (_, other_key) = app.other_workspace().await;
+        for path in [path, user_path] {
+            let answer = put(app, &path, &other_key, json!({ "allowlist": [] })).send().await.unwrap();
+            assert_eq!(answer.status(), 404, "{path}");
+        }
+    }
+
+    /// While the workspace's list shuts this address out, an invitation can
+    /// still be accepted (it grants nothing by itself) but not used to sign in.
+    async fn active_user_while_shut_out(app: &TestApp) {
+        let operator = consentry::access::Principal::operator(&app.workspace_id);
+        let invitation = app.vault.invite_user(&operator, "kees@example.com", "viewer", &[]).await.unwrap();
+        let accepted = app
+            .client
+            .post(app.url("/api/v1/invitations/accept"))
+            .json(&json!({ "token": secrecy::ExposeSecret::expose_secret(&invitation.token), "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 200);
+        let refused = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "kees@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 403);
+    }
+
+    #[tokio::test]
+    async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
+        let settings = |trusted: &[&str]| consentry::startup::HttpSettings {
+            trusted_proxies: trusted.iter().map(|t| t.parse().unwrap()).collect(),
+            ..Default::default()
+        };
+        for (trusted, behind_proxy) in [(&[][..], false), (&["127.0.0.0/8"][..], true)] {
+            let app = crate::helpers::spawn_app_with(settings(trusted)).await;
+            let operator = consentry::access::Principal::operator(&app.workspace_id);
+            app.vault
+                .set_workspace_allowlist(&operator, &["203.0.113.0/24".to_string()], false)
+                .await
+                .unwrap();
+            let from = |xff: Option<&str>| {
+                let mut request = app.get("/api/v1/lists", &app.owner_key);
+                if let Some(xff) = xff {
+                    request = request.header("X-Forwarded-For", xff);
+                }
+                async move { request.send().await.unwrap().status().as_u16() }
+            };
+            let (inside, outside) = if behind_proxy { (200, 403) } else { (403, 403) };
+            assert_eq!(from(Some("203.0.113.5")).await, inside, "trusted: {trusted:?}");
+            assert_eq!(from(Some("198.51.100.1, 203.0.113.5")).await, inside, "the right-most hop counts");
+            assert_eq!(from(Some("203.0.113.5, 198.51.100.1")).await, outside);
+            assert_eq!(from(None).await, 403);
+            // The RFC 7239 header is not the one configured, so it is not believed.
+            let forwarded = app
+                .get("/api/v1/lists", &app.owner_key)
+                .header("Forwarded", "for=203.0.113.5")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(forwarded.status(), 403);
+            app.vault.set_workspace_allowlist(&operator, &[], false).await.unwrap();
+
+            // Failed sign-ins per client address: a forged header from an
+            // untrusted peer does not spread them over many addresses.
+            let fail = |n: usize, xff: &str| {
+                app.client
+                    .post(app.url("/api/v1/auth/login"))
+                    .header("X-Forwarded-For", xff.to_string())
+                    .json(&json!({ "email": format!("stranger{n}@example.com"), "password": "wrong wrong wrong wrong" }))
+                    .send()
+            };
+            for n in 0..30 {
+                assert_eq!(fail(n, &format!("198.51.100.{n}")).await.unwrap().status(), 401);
+            }
+            let next = fail(99, "198.51.100.200").await.unwrap().status().as_u16();
+            assert_eq!(next, if behind_proxy { 401 } else { 429 }, "trusted: {trusted:?}");
+        }
     }
 
     async fn pair_of_new_sign_in(app: &TestApp) -> String {

@@ -19,9 +19,9 @@ use consentry::domain::{EmailAddress, PhoneNumber};
 use consentry::store::postgres::PostgresStore;
 use consentry::store::sqlite::SqliteStore;
 use consentry::store::{
-    ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, IdentifierKind, ImportCounts, ImportJob,
-    ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, SessionRecord, Store, StoreError,
-    StoreResult, TotpRecord, UserRecord, UserStatus,
+    AllowlistSubject, ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, IdentifierKind, ImportCounts,
+    ImportJob, ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, SessionRecord, Store,
+    StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
 };
 use consentry::vault::contacts::{open_row, seal_new, ContactPlain};
 use consentry::vault::Vault;
@@ -233,6 +233,7 @@ conformance!(
     second_factors_round_trip,
     sign_in_failures_count_within_their_window,
     second_factor_requirement_round_trip,
+    allowlists_round_trip,
     checkpoints_round_trip,
 );
 
@@ -345,6 +346,7 @@ fn api_key(ws: &Ws, name: &str, list_ids: &[&str]) -> ApiKeyRecord {
         expires_at: Some(created_at + 86_400_000_000),
         revoked_at: None,
         last_used_at: None,
+        allowlist: vec![],
     }
 }
 
@@ -1460,6 +1462,7 @@ fn invited_user(ws: &Ws, tag: u8, expires_in: i64) -> (UserRecord, InvitationRec
         created_by: "cli".into(),
         created_at: at,
         updated_at: at,
+        allowlist: vec![],
     };
     let invitation = InvitationRecord {
         token_hash: vec![tag; 32],
@@ -1867,6 +1870,113 @@ async fn second_factor_requirement_round_trip(b: &Backend) {
         .await
         .unwrap());
     assert!(!s.second_factor_required(&ws.id).await.unwrap());
+}
+
+/// Allowlists of the workspace, a user and a key are set with one event each,
+/// read back with their records, stay in their workspace, and setting the same
+/// list again records nothing.
+async fn allowlists_round_trip(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    assert_eq!(s.workspace_allowlist(&ws.id).await.unwrap(), Vec::<String>::new());
+    let office = vec!["203.0.113.0/24".to_string(), "2001:db8::/48".to_string()];
+    assert!(s
+        .set_allowlist(
+            &ws.id,
+            AllowlistSubject::Workspace,
+            office.clone(),
+            now(),
+            draft(&ws, "security.allowlist_changed")
+        )
+        .await
+        .unwrap());
+    let changed = head(b, &ws).await;
+    assert_eq!(changed.action, "security.allowlist_changed");
+    assert!(!s
+        .set_allowlist(
+            &ws.id,
+            AllowlistSubject::Workspace,
+            office.clone(),
+            now(),
+            draft(&ws, "security.allowlist_changed")
+        )
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await, changed, "setting it again recorded again");
+    assert_eq!(s.workspace_allowlist(&ws.id).await.unwrap(), office);
+    assert_eq!(s.workspace_allowlist(&other.id).await.unwrap(), Vec::<String>::new());
+    // The second-factor requirement and the allowlist share a row and leave each other be.
+    s.set_second_factor_required(&ws.id, true, now(), draft(&ws, "security.changed"))
+        .await
+        .unwrap();
+    assert_eq!(s.workspace_allowlist(&ws.id).await.unwrap(), office);
+
+    let (user, invitation) = invited_user(&ws, 7, 3_600_000_000);
+    s.create_user(user.clone(), invitation, draft(&ws, "user.invited")).await.unwrap();
+    let key = api_key(&ws, "k", &[]);
+    s.create_api_key(key.clone(), draft(&ws, "api_key.created")).await.unwrap();
+    let home = vec!["198.51.100.7/32".to_string()];
+    assert!(s
+        .set_allowlist(
+            &ws.id,
+            AllowlistSubject::User(user.id),
+            home.clone(),
+            now(),
+            draft(&ws, "user.allowlist_changed")
+        )
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await.action, "user.allowlist_changed");
+    assert_eq!(s.find_user(&ws.id, user.id).await.unwrap().unwrap().allowlist, home);
+    assert!(s
+        .set_allowlist(
+            &ws.id,
+            AllowlistSubject::Key(key.id.clone()),
+            home.clone(),
+            now(),
+            draft(&ws, "api_key.allowlist_changed")
+        )
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await.action, "api_key.allowlist_changed");
+    assert_eq!(s.find_api_key(&key.id).await.unwrap().unwrap().allowlist, home);
+    assert!(s
+        .set_allowlist(
+            &ws.id,
+            AllowlistSubject::Key(key.id.clone()),
+            vec![],
+            now(),
+            draft(&ws, "api_key.allowlist_changed")
+        )
+        .await
+        .unwrap());
+    assert_eq!(s.find_api_key(&key.id).await.unwrap().unwrap().allowlist, Vec::<String>::new());
+
+    // Another workspace's user or key, or none at all, is not found, with no event.
+    let before = head(b, &other).await;
+    expect_not_found(
+        s.set_allowlist(
+            &other.id,
+            AllowlistSubject::User(user.id),
+            home.clone(),
+            now(),
+            draft(&other, "user.allowlist_changed"),
+        )
+        .await,
+        "user",
+    );
+    expect_not_found(
+        s.set_allowlist(
+            &other.id,
+            AllowlistSubject::Key(key.id.clone()),
+            home.clone(),
+            now(),
+            draft(&other, "api_key.allowlist_changed"),
+        )
+        .await,
+        "api key",
+    );
+    assert_eq!(head(b, &other).await, before);
 }
 
 /// Checkpoints come back per workspace, in sequence order, with signatures that

@@ -150,6 +150,7 @@ mod rights {
             permissions: parse_scopes(role).unwrap(),
             lists: ListScope::All,
             ip_hash: None,
+            ip: None,
         }
     }
 
@@ -467,4 +468,45 @@ fn the_operator_requires_a_second_factor_from_the_command_line() {
     assert!(cli
         .ok(&["audit", "tail", "--lines", "3"])
         .contains("security.second_factor_requirement_changed"));
+}
+
+#[test]
+fn allowlists_are_set_shown_and_cleared_from_the_command_line() {
+    let cli = Cli::init();
+    assert_eq!(cli.ok(&["security", "allowlist", "show"]), "");
+    let set = cli.ok(&["security", "allowlist", "set", "203.0.113.0/24,2001:db8::/48", "198.51.100.7"]);
+    assert_eq!(set, "203.0.113.0/24\n2001:db8::/48\n198.51.100.7/32\n");
+    assert_eq!(cli.ok(&["security", "allowlist", "show"]), set);
+    let bad = cli.run(&["security", "allowlist", "set", "10.1.2.3/8"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        stderr(&bad).contains("entry 1: has host bits set; the block is 10.0.0.0/8"),
+        "{}",
+        stderr(&bad)
+    );
+    assert_eq!(cli.ok(&["security", "allowlist", "clear"]), "");
+    assert_eq!(cli.ok(&["security", "allowlist", "show"]), "");
+
+    let token = cli.ok(&[
+        "keys",
+        "create",
+        "--name",
+        "partner",
+        "--scopes",
+        "viewer",
+        "--allow-ips",
+        "198.51.100.0/24",
+    ]);
+    let id = &token.trim()[4..20];
+    assert_eq!(cli.ok(&["keys", "allowlist", id, "show"]), "198.51.100.0/24\n");
+    assert_eq!(cli.ok(&["keys", "allowlist", id, "clear"]), "");
+
+    cli.ok(&["users", "add", "joost@example.com", "--role", "viewer"]);
+    let user = cli.ok(&["users", "list"]).split('\t').next().unwrap().to_string();
+    assert_eq!(cli.ok(&["users", "allowlist", &user, "set", "192.0.2.0/24"]), "192.0.2.0/24\n");
+    assert_eq!(cli.ok(&["users", "allowlist", &user, "show"]), "192.0.2.0/24\n");
+    let tail = cli.ok(&["audit", "tail", "--lines", "8"]);
+    for action in ["security.allowlist_changed", "api_key.allowlist_changed", "user.allowlist_changed"] {
+        assert!(tail.contains(action), "{action}: {tail}");
+    }
 }

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/postgres/0004_second_factors.sql")),
     (5, include_str!("../../../migrations/postgres/0005_sign_in_throttle.sql")),
     (6, include_str!("../../../migrations/postgres/0006_required_second_factor.sql")),
+    (7, include_str!("../../../migrations/postgres/0007_allowlists.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -215,7 +216,7 @@ impl PostgresStore {
 
 async fn insert_api_key<C: tokio_postgres::GenericClient>(c: &C, key: &ApiKeyRecord) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"),
+        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
         &[
             &key.id,
             &key.workspace_id,
@@ -228,6 +229,7 @@ async fn insert_api_key<C: tokio_postgres::GenericClient>(c: &C, key: &ApiKeyRec
             &key.expires_at,
             &key.revoked_at,
             &key.last_used_at,
+            &serde_json::to_string(&key.allowlist).unwrap_or_else(|_| "[]".into()),
         ],
     )
     .await
@@ -279,11 +281,12 @@ fn api_key_from_row(r: &tokio_postgres::Row) -> ApiKeyRecord {
         expires_at: r.get(8),
         revoked_at: r.get(9),
         last_used_at: r.get(10),
+        allowlist: serde_json::from_str(r.get::<_, &str>(11)).unwrap_or_default(),
     }
 }
 
 const API_KEY_COLUMNS: &str =
-    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at";
+    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist";
 
 /// Opens a transaction on a pooled connection: `let mut c = ...; let tx = begin!(c);`.
 macro_rules! begin {
@@ -652,6 +655,25 @@ impl Store for PostgresStore {
         let mut c = self.client().await?;
         let tx = begin!(c);
         let changed = users::set_second_factor_required(&*tx, workspace_id, required, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(changed)
+    }
+
+    async fn workspace_allowlist(&self, workspace_id: &str) -> StoreResult<Vec<String>> {
+        users::workspace_allowlist(&**self.client().await?, workspace_id).await
+    }
+
+    async fn set_allowlist(
+        &self,
+        workspace_id: &str,
+        subject: AllowlistSubject,
+        entries: Vec<String>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let changed = users::set_allowlist(&*tx, workspace_id, &subject, &entries, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(changed)
     }

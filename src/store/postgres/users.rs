@@ -2,12 +2,14 @@
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
+use crate::store::{
+    AllowlistSubject, InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
+};
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 pub const USER_COLUMNS: &str =
-    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at";
+    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at, allowlist";
 const INVITATION_COLUMNS: &str = "token_hash, workspace_id, user_id, created_at, expires_at, used_at";
 
 fn malformed(what: &str) -> StoreError {
@@ -31,6 +33,7 @@ pub fn user_from_row(r: &Row) -> StoreResult<UserRecord> {
         created_by: r.try_get(9).map_err(map_err)?,
         created_at: r.try_get(10).map_err(map_err)?,
         updated_at: r.try_get(11).map_err(map_err)?,
+        allowlist: serde_json::from_str(r.try_get::<_, &str>(12).map_err(map_err)?).map_err(|_| malformed("allowlist"))?,
     })
 }
 
@@ -48,8 +51,9 @@ fn invitation_from_row(r: &Row) -> StoreResult<InvitationRecord> {
 
 pub async fn create<C: GenericClient>(c: &C, user: &UserRecord, invitation: &InvitationRecord, draft: &AuditDraft) -> StoreResult<()> {
     let lists = serde_json::to_string(&user.list_ids).unwrap_or_else(|_| "[]".into());
+    let allowlist = serde_json::to_string(&user.allowlist).unwrap_or_else(|_| "[]".into());
     c.execute(
-        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
+        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
         &[
             &user.id.as_bytes().as_slice(),
             &user.workspace_id,
@@ -63,6 +67,7 @@ pub async fn create<C: GenericClient>(c: &C, user: &UserRecord, invitation: &Inv
             &user.created_by,
             &user.created_at,
             &user.updated_at,
+            &allowlist,
         ],
     )
     .await
@@ -625,4 +630,93 @@ pub async fn change_password<C: GenericClient>(c: &C, ws: &str, id: Uuid, hash: 
     end_sessions_of(c, id, at).await?;
     audit::append(c, draft).await?;
     Ok(())
+}
+
+pub async fn workspace_allowlist<C: GenericClient>(c: &C, ws: &str) -> StoreResult<Vec<String>> {
+    let raw: Option<String> = c
+        .query_opt("SELECT allowlist FROM workspace_security WHERE workspace_id = $1", &[&ws])
+        .await
+        .map_err(map_err)?
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(map_err)?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default())
+}
+
+pub async fn set_allowlist<C: GenericClient>(
+    c: &C,
+    ws: &str,
+    subject: &AllowlistSubject,
+    entries: &[String],
+    at: i64,
+    draft: &AuditDraft,
+) -> StoreResult<bool> {
+    let json = serde_json::to_string(entries).unwrap_or_else(|_| "[]".into());
+    let row = match subject {
+        AllowlistSubject::Workspace => {
+            // Lock the workspace's row (made if missing) so concurrent changes queue.
+            c.execute(
+                "INSERT INTO workspace_security (workspace_id, updated_at) VALUES ($1, $2) ON CONFLICT (workspace_id) DO NOTHING",
+                &[&ws, &at],
+            )
+            .await
+            .map_err(map_err)?;
+            c.query_opt(
+                "SELECT allowlist FROM workspace_security WHERE workspace_id = $1 FOR UPDATE",
+                &[&ws],
+            )
+            .await
+        }
+        AllowlistSubject::User(id) => {
+            c.query_opt(
+                "SELECT allowlist FROM users WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+                &[&ws, &id.as_bytes().as_slice()],
+            )
+            .await
+        }
+        AllowlistSubject::Key(id) => {
+            c.query_opt(
+                "SELECT allowlist FROM api_keys WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+                &[&ws, id],
+            )
+            .await
+        }
+    }
+    .map_err(map_err)?;
+    let Some(row) = row else {
+        return Err(StoreError::NotFound(match subject {
+            AllowlistSubject::User(_) => "user",
+            _ => "api key",
+        }));
+    };
+    let current: String = row.try_get(0).map_err(map_err)?;
+    if current == json {
+        return Ok(false);
+    }
+    match subject {
+        AllowlistSubject::Workspace => {
+            c.execute(
+                "UPDATE workspace_security SET allowlist = $2, updated_at = $3 WHERE workspace_id = $1",
+                &[&ws, &json, &at],
+            )
+            .await
+        }
+        AllowlistSubject::User(id) => {
+            c.execute(
+                "UPDATE users SET allowlist = $3, updated_at = $4 WHERE workspace_id = $1 AND id = $2",
+                &[&ws, &id.as_bytes().as_slice(), &json, &at],
+            )
+            .await
+        }
+        AllowlistSubject::Key(id) => {
+            c.execute(
+                "UPDATE api_keys SET allowlist = $3 WHERE workspace_id = $1 AND id = $2",
+                &[&ws, id, &json],
+            )
+            .await
+        }
+    }
+    .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(true)
 }

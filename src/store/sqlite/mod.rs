@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../migrations/sqlite/0004_second_factors.sql")),
     (5, include_str!("../../../migrations/sqlite/0005_sign_in_throttle.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_required_second_factor.sql")),
+    (7, include_str!("../../../migrations/sqlite/0007_allowlists.sql")),
 ];
 const READERS: usize = 4;
 
@@ -161,7 +162,7 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 
 fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
             key.id,
             key.workspace_id,
@@ -173,7 +174,8 @@ fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
             key.created_at,
             key.expires_at,
             key.revoked_at,
-            key.last_used_at
+            key.last_used_at,
+            serde_json::to_string(&key.allowlist).unwrap_or_else(|_| "[]".into())
         ],
     )
     .map_err(map_err)?;
@@ -237,11 +239,12 @@ fn api_key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         expires_at: r.get(8)?,
         revoked_at: r.get(9)?,
         last_used_at: r.get(10)?,
+        allowlist: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
     })
 }
 
 const API_KEY_COLUMNS: &str =
-    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at";
+    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -538,6 +541,23 @@ impl Store for SqliteStore {
     async fn set_second_factor_required(&self, workspace_id: &str, required: bool, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
         let ws = workspace_id.to_string();
         self.write(move |c| users::set_second_factor_required(c, &ws, required, at, &audit_draft))
+            .await
+    }
+
+    async fn workspace_allowlist(&self, workspace_id: &str) -> StoreResult<Vec<String>> {
+        self.read_point(|c| users::workspace_allowlist(c, workspace_id)).await
+    }
+
+    async fn set_allowlist(
+        &self,
+        workspace_id: &str,
+        subject: AllowlistSubject,
+        entries: Vec<String>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::set_allowlist(c, &ws, &subject, &entries, at, &audit_draft))
             .await
     }
 

@@ -2,12 +2,14 @@
 
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
-use crate::store::{InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus};
+use crate::store::{
+    AllowlistSubject, InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 pub const USER_COLUMNS: &str =
-    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at";
+    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at, allowlist";
 
 pub fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let id: Vec<u8> = r.get(0)?;
@@ -28,6 +30,7 @@ pub fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         created_by: r.get(9)?,
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
+        allowlist: serde_json::from_str(&r.get::<_, String>(12)?).map_err(|_| bad("allowlist"))?,
     })
 }
 
@@ -46,7 +49,7 @@ fn invitation_from_row(r: &Row<'_>) -> rusqlite::Result<InvitationRecord> {
 
 pub fn create(c: &Connection, user: &UserRecord, invitation: &InvitationRecord, draft: &AuditDraft) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
         params![
             user.id.as_bytes().as_slice(),
             user.workspace_id,
@@ -59,7 +62,8 @@ pub fn create(c: &Connection, user: &UserRecord, invitation: &InvitationRecord, 
             user.status.as_str(),
             user.created_by,
             user.created_at,
-            user.updated_at
+            user.updated_at,
+            serde_json::to_string(&user.allowlist).unwrap_or_else(|_| "[]".into())
         ],
     )
     .map_err(map_err)?;
@@ -507,4 +511,69 @@ pub fn change_password(c: &Connection, ws: &str, id: Uuid, hash: &str, at: i64, 
     end_sessions_of(c, id, at)?;
     audit::append(c, draft)?;
     Ok(())
+}
+
+pub fn workspace_allowlist(c: &Connection, ws: &str) -> rusqlite::Result<Vec<String>> {
+    let raw: Option<String> = c
+        .prepare_cached("SELECT allowlist FROM workspace_security WHERE workspace_id = ?1")?
+        .query_row([ws], |r| r.get(0))
+        .optional()?;
+    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default())
+}
+
+pub fn set_allowlist(
+    c: &Connection,
+    ws: &str,
+    subject: &AllowlistSubject,
+    entries: &[String],
+    at: i64,
+    draft: &AuditDraft,
+) -> StoreResult<bool> {
+    let json = serde_json::to_string(entries).unwrap_or_else(|_| "[]".into());
+    let current: Option<String> = match subject {
+        AllowlistSubject::Workspace => Some(serde_json::to_string(&workspace_allowlist(c, ws).map_err(map_err)?).unwrap_or_default()),
+        AllowlistSubject::User(id) => c
+            .query_row(
+                "SELECT allowlist FROM users WHERE workspace_id = ?1 AND id = ?2",
+                params![ws, id.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?,
+        AllowlistSubject::Key(id) => c
+            .query_row(
+                "SELECT allowlist FROM api_keys WHERE workspace_id = ?1 AND id = ?2",
+                params![ws, id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(map_err)?,
+    };
+    let Some(current) = current else {
+        return Err(StoreError::NotFound(match subject {
+            AllowlistSubject::User(_) => "user",
+            _ => "api key",
+        }));
+    };
+    if current == json {
+        return Ok(false);
+    }
+    match subject {
+        AllowlistSubject::Workspace => c.execute(
+            "INSERT INTO workspace_security (workspace_id, allowlist, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (workspace_id) DO UPDATE SET allowlist = excluded.allowlist, updated_at = excluded.updated_at",
+            params![ws, json, at],
+        ),
+        AllowlistSubject::User(id) => c.execute(
+            "UPDATE users SET allowlist = ?3, updated_at = ?4 WHERE workspace_id = ?1 AND id = ?2",
+            params![ws, id.as_bytes().as_slice(), json, at],
+        ),
+        AllowlistSubject::Key(id) => c.execute(
+            "UPDATE api_keys SET allowlist = ?3 WHERE workspace_id = ?1 AND id = ?2",
+            params![ws, id, json],
+        ),
+    }
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(true)
 }
