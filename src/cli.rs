@@ -315,6 +315,13 @@ pub enum SecurityCmd {
     /// an administrator shut out by it.
     #[command(subcommand)]
     Allowlist(AllowlistCmd),
+    /// The security overview: second-factor coverage, keys near expiry or
+    /// unused, allowlists, recent failed sign-ins.
+    Report {
+        /// Print the overview as JSON (as `GET /api/v1/security` answers it).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// What to do with an address allowlist.
@@ -921,6 +928,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             ctx.vault.checkpoint(&ctx.workspace_id).await?;
             Ok(0)
         }
+        Command::Security(SecurityCmd::Report { json }) => {
+            let ctx = open(&cli).await?;
+            let report = ctx.vault.security_report(&Principal::operator(&ctx.workspace_id)).await?;
+            if *json {
+                print_json(&report)?;
+            } else {
+                print_security_report(&report);
+            }
+            Ok(0)
+        }
         Command::Security(SecurityCmd::Allowlist(action)) => {
             let ctx = open(&cli).await?;
             let p = Principal::operator(&ctx.workspace_id);
@@ -1043,5 +1060,63 @@ fn print_allowlist(list: &[String]) {
     }
     for entry in list {
         println!("{entry}");
+    }
+}
+
+/// Prints the security overview for a person.
+fn print_security_report(r: &crate::vault::security_report::SecurityReport) {
+    let f = &r.second_factor;
+    println!("security overview at {}", r.generated_at);
+    println!(
+        "second factor: {} of {} users ({}%), {}",
+        f.with_second_factor,
+        f.users,
+        f.coverage_percent,
+        if f.required { "required" } else { "not required" }
+    );
+    for u in &f.without_second_factor {
+        println!("  without: {}\t{}\t{}\t{}", u.id, u.email, u.role, u.status);
+    }
+    let k = &r.keys;
+    println!("api keys: {} active, {} usable from any address", k.active, k.without_allowlist);
+    for key in &k.expiring_soon {
+        println!(
+            "  expiring {}: {}\t{}",
+            key.expires_at.as_deref().unwrap_or("never"),
+            key.id,
+            key.name
+        );
+    }
+    for key in &k.unused {
+        println!(
+            "  unused since {}: {}\t{}",
+            key.last_used_at.as_deref().unwrap_or("creation"),
+            key.id,
+            key.name
+        );
+    }
+    let a = &r.allowlists;
+    let workspace = if a.workspace.is_empty() {
+        "any address".to_string()
+    } else {
+        a.workspace.join(", ")
+    };
+    println!(
+        "allowlists: workspace {workspace}; {} users and {} keys with their own",
+        a.users_with_allowlist, a.keys_with_allowlist
+    );
+    let fails = &r.failed_authentications;
+    println!(
+        "failed or refused authentications in the last {} hours: {}",
+        fails.window_hours, fails.count
+    );
+    for e in &fails.recent {
+        println!(
+            "  {}\t{}\t{}\taudit #{}",
+            e.at,
+            e.action,
+            e.target.as_deref().unwrap_or("-"),
+            e.audit_seq
+        );
     }
 }

@@ -76,6 +76,7 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         sessions::begin_totp,
         sessions::confirm_totp,
         sessions::accept_invitation,
+        security::report,
         security::get_requirement,
         security::set_requirement,
         security::get_allowlist,

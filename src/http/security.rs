@@ -4,6 +4,7 @@ use super::auth::Auth;
 use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError};
 use super::extract::ApiJson;
 use super::AppState;
+use crate::vault::security_report::SecurityReport;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,6 +13,7 @@ use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/security", get(report))
         .route("/security/second-factor", get(get_requirement).put(set_requirement))
         .route("/security/allowlist", get(get_allowlist).put(set_allowlist))
 }
@@ -121,4 +123,20 @@ pub async fn set_allowlist(
             .set_workspace_allowlist(&p, &body.allowlist, body.confirm_lockout)
             .await?,
     }))
+}
+
+/// The workspace's security overview.
+///
+/// Second-factor coverage and the users without one, API keys near expiry or
+/// unused for 30 days, allowlists, and the failed or refused authentications of
+/// the last 24 hours.
+#[utoipa::path(
+    get,
+    path = "/api/v1/security",
+    tag = "security",
+    responses((status = 200, description = "The overview", body = SecurityReport), CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn report(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<SecurityReport>, ApiError> {
+    Ok(Json(state.vault.security_report(&p).await?))
 }

@@ -53,6 +53,9 @@ pub(crate) fn scope_clause(scope: &ListScope, contact_col: &str) -> String {
     }
 }
 
+/// How many of a workspace's newest audit events `Store::recent_audit` looks at.
+pub const RECENT_AUDIT_SCAN: i64 = 100_000;
+
 /// Wall-clock time in microseconds since the Unix epoch, as stored.
 pub fn now_micros() -> i64 {
     let d = std::time::SystemTime::now()
@@ -328,6 +331,10 @@ pub trait Store: Send + Sync + 'static {
     async fn list_audit(&self, workspace_id: &str, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
     async fn find_audit(&self, workspace_id: &str, seqs: Vec<i64>) -> StoreResult<Vec<AuditEvent>>;
     async fn audit_head(&self, workspace_id: &str) -> StoreResult<Option<AuditEvent>>;
+    /// The newest events with one of `actions` at or after `since`, newest
+    /// first, at most `limit`; only the newest `RECENT_AUDIT_SCAN` events of the
+    /// workspace are looked at, so the answer stays quick on any log.
+    async fn recent_audit(&self, workspace_id: &str, actions: Vec<String>, since: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
     async fn insert_checkpoint(&self, checkpoint: Checkpoint) -> StoreResult<()>;
     async fn list_checkpoints(&self, workspace_id: &str) -> StoreResult<Vec<Checkpoint>>;
 }

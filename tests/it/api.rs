@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 54] = [
+const OPERATIONS: [(&str, &str); 55] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -773,6 +773,7 @@ const OPERATIONS: [(&str, &str); 54] = [
     ("get", "/api/v1/auth/sessions"),
     ("delete", "/api/v1/auth/sessions/{id}"),
     ("post", "/api/v1/invitations/accept"),
+    ("get", "/api/v1/security"),
     ("get", "/api/v1/security/second-factor"),
     ("put", "/api/v1/security/second-factor"),
     ("get", "/api/v1/security/allowlist"),
@@ -1702,6 +1703,14 @@ mod sessions {
             .await
             .unwrap();
         assert_eq!(user["allowlist"], json!(["198.51.100.7/32"]));
+        // The security overview counts what was refused and whose lists are set.
+        let report: Value = app.get("/api/v1/security", owner).send().await.unwrap().json().await.unwrap();
+        assert_eq!(report["allowlists"]["users_with_allowlist"], 1, "{report}");
+        assert_eq!(report["allowlists"]["keys_with_allowlist"], 1, "{report}");
+        assert!(report["failed_authentications"]["count"].as_u64().unwrap() >= 5, "{report}");
+        assert_eq!(report["second_factor"]["without_second_factor"].as_array().unwrap().len(), 2);
+        let viewer = app.key_with_scopes("admin").await;
+        assert_eq!(app.get("/api/v1/security", &viewer).send().await.unwrap().status(), 403);
         // Keys and users of another workspace are not found.
         let (_, other_key) = app.other_workspace().await;
         for path in [path, user_path] {

@@ -234,6 +234,7 @@ conformance!(
     sign_in_failures_count_within_their_window,
     second_factor_requirement_round_trip,
     allowlists_round_trip,
+    recent_audit_filters_by_action_and_time,
     checkpoints_round_trip,
 );
 
@@ -1977,6 +1978,38 @@ async fn allowlists_round_trip(b: &Backend) {
         "api key",
     );
     assert_eq!(head(b, &other).await, before);
+}
+
+/// Recent events of some actions come newest first, from the time given, in
+/// their workspace only, at most as many as asked.
+async fn recent_audit_filters_by_action_and_time(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    let start = now();
+    let mut failed = Vec::new();
+    for i in 0..5 {
+        s.record_audit(draft(&ws, "contact.read_unmasked")).await.unwrap();
+        let action = if i % 2 == 0 { "user.sign_in_failed" } else { "auth.failed" };
+        failed.push(s.record_audit(draft(&ws, action)).await.unwrap());
+    }
+    s.record_audit(draft(&other, "auth.failed")).await.unwrap();
+    let actions = vec!["user.sign_in_failed".to_string(), "auth.failed".to_string()];
+    let recent = s.recent_audit(&ws.id, actions.clone(), start, 100).await.unwrap();
+    failed.reverse();
+    assert_eq!(recent, failed);
+    assert_eq!(
+        s.recent_audit(&ws.id, actions.clone(), start, 2).await.unwrap(),
+        failed[..2].to_vec()
+    );
+    let later = failed[1].at + 1;
+    assert!(s
+        .recent_audit(&ws.id, actions.clone(), later, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.at >= later));
+    assert_eq!(s.recent_audit(&ws.id, vec!["nothing".into()], start, 100).await.unwrap(), vec![]);
+    assert_eq!(s.recent_audit(&other.id, actions, start, 100).await.unwrap().len(), 1);
 }
 
 /// Checkpoints come back per workspace, in sequence order, with signatures that

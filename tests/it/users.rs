@@ -263,6 +263,57 @@ mod sign_in {
         }
     }
 
+    #[tokio::test]
+    async fn the_security_overview_names_what_needs_attention() {
+        let t = setup().await;
+        let owner = Principal::operator(&t.ws);
+        let day = 86_400_000_000;
+        let (old, _) = t
+            .vault
+            .create_api_key(&owner, "forgotten", "viewer", &[], Some("200d"))
+            .await
+            .unwrap();
+        t.clock.advance(31 * day);
+        let (soon, _) = t.vault.create_api_key(&owner, "short", "viewer", &[], Some("7d")).await.unwrap();
+        let (_, used) = t
+            .vault
+            .create_api_key_from(&owner, "busy", "viewer", &[], Some("90d"), &["203.0.113.0/24".to_string()])
+            .await
+            .unwrap();
+        assert!(t.vault.authenticate(used.expose_secret(), "203.0.113.4".parse().ok()).await.is_ok());
+        for _ in 0..3 {
+            let _ = t.vault.sign_in(None, "fenna@example.com", &secret("wrong wrong wrong"), None).await;
+        }
+        let r = t.vault.security_report(&owner).await.unwrap();
+        assert_eq!(
+            (
+                r.second_factor.users,
+                r.second_factor.with_second_factor,
+                r.second_factor.coverage_percent
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(r.second_factor.without_second_factor[0].email, "Fenna@example.com");
+        assert_eq!(r.keys.active, 3);
+        assert_eq!(
+            r.keys.expiring_soon.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(),
+            [soon.id.as_str()]
+        );
+        assert_eq!(r.keys.unused.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), [old.id.as_str()]);
+        assert_eq!((r.keys.without_allowlist, r.allowlists.keys_with_allowlist), (2, 1));
+        assert_eq!(r.failed_authentications.count, 3);
+        assert_eq!(r.failed_authentications.recent[0].action, "user.sign_in_failed");
+        assert_eq!(
+            r.failed_authentications.recent[0].target.as_deref(),
+            Some(format!("user:{}", t.user_id).as_str())
+        );
+        let viewer = Principal {
+            permissions: consentry::access::parse_scopes("admin").unwrap(),
+            ..owner
+        };
+        assert!(t.vault.security_report(&viewer).await.is_err(), "admin lacks security:manage");
+    }
+
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_string())
     }
@@ -505,6 +556,12 @@ fn allowlists_are_set_shown_and_cleared_from_the_command_line() {
     let user = cli.ok(&["users", "list"]).split('\t').next().unwrap().to_string();
     assert_eq!(cli.ok(&["users", "allowlist", &user, "set", "192.0.2.0/24"]), "192.0.2.0/24\n");
     assert_eq!(cli.ok(&["users", "allowlist", &user, "show"]), "192.0.2.0/24\n");
+    let report = cli.ok(&["security", "report"]);
+    assert!(report.contains("second factor: 0 of 1 users (0%), not required"), "{report}");
+    assert!(report.contains("joost@example.com"), "{report}");
+    assert!(report.contains("1 users and 0 keys with their own"), "{report}");
+    let json: serde_json::Value = serde_json::from_str(&cli.ok(&["security", "report", "--json"])).unwrap();
+    assert_eq!(json["keys"]["active"], 2, "{json}");
     let tail = cli.ok(&["audit", "tail", "--lines", "8"]);
     for action in ["security.allowlist_changed", "api_key.allowlist_changed", "user.allowlist_changed"] {
         assert!(tail.contains(action), "{action}: {tail}");

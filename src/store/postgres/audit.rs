@@ -150,6 +150,28 @@ pub async fn list<C: GenericClient>(c: &C, ws: &str, after: i64, limit: u32) -> 
     Ok(rows.iter().map(event_from_row).collect())
 }
 
+pub async fn recent<C: GenericClient>(
+    c: &C,
+    ws: &str,
+    actions: &[String],
+    since: i64,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {EVENT_COLUMNS} FROM audit_events
+                 WHERE workspace_id = $1
+                   AND seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_events WHERE workspace_id = $1) - $5
+                   AND at >= $2 AND action = ANY($3)
+                 ORDER BY seq DESC LIMIT $4"
+            ),
+            &[&ws, &since, &actions, &i64::from(limit), &crate::store::RECENT_AUDIT_SCAN],
+        )
+        .await?;
+    Ok(rows.iter().map(event_from_row).collect())
+}
+
 pub async fn head<C: GenericClient>(c: &C, ws: &str) -> Result<Option<AuditEvent>, tokio_postgres::Error> {
     let row = c
         .query_opt(

@@ -1147,6 +1147,11 @@ impl Store for PostgresStore {
         audit::head(&**c, workspace_id).await.map_err(map_err)
     }
 
+    async fn recent_audit(&self, workspace_id: &str, actions: Vec<String>, since: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let c = self.client().await?;
+        audit::recent(&**c, workspace_id, &actions, since, limit).await.map_err(map_err)
+    }
+
     async fn insert_checkpoint(&self, cp: Checkpoint) -> StoreResult<()> {
         let sig = hex::decode(&cp.signature).map_err(|e| StoreError::Backend(e.into()))?;
         let c = self.client().await?;

@@ -75,6 +75,19 @@ pub fn list(conn: &Connection, ws: &str, after: i64, limit: u32) -> rusqlite::Re
     rows.collect()
 }
 
+pub fn recent(conn: &Connection, ws: &str, actions: &[String], since: i64, limit: u32) -> rusqlite::Result<Vec<AuditEvent>> {
+    let actions = serde_json::to_string(actions).unwrap_or_else(|_| "[]".into());
+    let mut s = conn.prepare_cached(&format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_events
+         WHERE workspace_id = ?1
+           AND seq > (SELECT COALESCE(MAX(seq), 0) FROM audit_events WHERE workspace_id = ?1) - ?5
+           AND at >= ?2 AND action IN (SELECT value FROM json_each(?3))
+         ORDER BY seq DESC LIMIT ?4"
+    ))?;
+    let rows = s.query_map(params![ws, since, actions, limit, crate::store::RECENT_AUDIT_SCAN], event_from_row)?;
+    rows.collect()
+}
+
 pub fn head(conn: &Connection, ws: &str) -> rusqlite::Result<Option<AuditEvent>> {
     conn.prepare_cached(&format!(
         "SELECT {EVENT_COLUMNS} FROM audit_events WHERE workspace_id = ?1 ORDER BY seq DESC LIMIT 1"

@@ -994,6 +994,11 @@ impl Store for SqliteStore {
         self.read(move |c| audit::head(c, &ws)).await
     }
 
+    async fn recent_audit(&self, workspace_id: &str, actions: Vec<String>, since: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let ws = workspace_id.to_string();
+        self.read(move |c| audit::recent(c, &ws, &actions, since, limit)).await
+    }
+
     async fn insert_checkpoint(&self, cp: Checkpoint) -> StoreResult<()> {
         self.write(move |c| {
             let sig = hex::decode(&cp.signature).map_err(|e| StoreError::Backend(e.into()))?;
