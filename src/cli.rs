@@ -250,6 +250,13 @@ pub enum KeysCmd {
     Revoke {
         id: String,
     },
+    /// Rotate every live key of the workspace (when someone leaves): prints one
+    /// line per key, `OLD_ID NEW_ID NAME NEW_KEY`, tab-separated; the new keys
+    /// are shown once. The old keys keep working for `--overlap`, or stop at once.
+    RotateAll {
+        #[arg(long)]
+        overlap: Option<String>,
+    },
     /// Show, set or clear the addresses a key may be used from.
     Allowlist {
         id: String,
@@ -315,6 +322,9 @@ pub enum SecurityCmd {
     /// an administrator shut out by it.
     #[command(subcommand)]
     Allowlist(AllowlistCmd),
+    /// Reset all passwords: every user must choose a new one at their next
+    /// sign-in, and every session ends now.
+    ResetPasswords,
     /// The security overview: second-factor coverage, keys near expiry or
     /// unused, allowlists, recent failed sign-ins.
     Report {
@@ -826,6 +836,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     ctx.vault.revoke_api_key(&p, id).await?;
                     eprintln!("revoked key {id}");
                 }
+                KeysCmd::RotateAll { overlap } => {
+                    let rotated = ctx.vault.rotate_all_api_keys(&p, overlap.as_deref()).await?;
+                    if std::io::stdout().is_terminal() {
+                        println!("rotated {} keys; the new keys are shown once:", rotated.len());
+                    }
+                    for (old, view, token) in rotated {
+                        println!("{old}\t{}\t{}\t{}", view.id, view.name, token.expose_secret());
+                    }
+                }
                 KeysCmd::Allowlist { id, action } => {
                     let list = match action {
                         AllowlistCmd::Show => {
@@ -925,6 +944,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => ctx.vault.second_factor_required(&p).await?,
             };
             println!("second factor {}", if required { "required" } else { "not required" });
+            ctx.vault.checkpoint(&ctx.workspace_id).await?;
+            Ok(0)
+        }
+        Command::Security(SecurityCmd::ResetPasswords) => {
+            let ctx = open(&cli).await?;
+            let n = ctx.vault.reset_all_passwords(&Principal::operator(&ctx.workspace_id)).await?;
+            println!("{n} users must choose a new password at their next sign-in; every session ended");
             ctx.vault.checkpoint(&ctx.workspace_id).await?;
             Ok(0)
         }

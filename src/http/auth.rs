@@ -38,7 +38,7 @@ impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state, false).await.map(Auth)
+        authenticate(parts, state, Use::Any).await.map(Auth)
     }
 }
 
@@ -50,19 +50,39 @@ impl FromRequestParts<AppState> for EnrolAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        authenticate(parts, state, true).await.map(EnrolAuth)
+        authenticate(parts, state, Use::Enrol).await.map(EnrolAuth)
     }
 }
 
-async fn authenticate(parts: &mut Parts, state: &AppState, to_enrol: bool) -> Result<Principal, ApiError> {
+/// Like `Auth`, but a session whose user must choose a new password first is
+/// let through too (the password change).
+pub struct PasswordAuth(pub Principal);
+
+impl FromRequestParts<AppState> for PasswordAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        authenticate(parts, state, Use::ChangePassword).await.map(PasswordAuth)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Use {
+    Any,
+    Enrol,
+    ChangePassword,
+}
+
+async fn authenticate(parts: &mut Parts, state: &AppState, to: Use) -> Result<Principal, ApiError> {
     let ip = client_ip(parts, &state.settings);
     if let Some(token) = bearer_token(&parts.headers) {
         return Ok(state.vault.authenticate(token, ip).await?);
     }
     let token = session_cookie(&parts.headers).ok_or(ApiError::Unauthorized { presented: false })?;
-    let (principal, session) = match to_enrol {
-        true => state.vault.authenticate_session_to_enrol(&token, ip).await?,
-        false => state.vault.authenticate_session(&token, ip).await?,
+    let (principal, session) = match to {
+        Use::Any => state.vault.authenticate_session(&token, ip).await?,
+        Use::Enrol => state.vault.authenticate_session_to_enrol(&token, ip).await?,
+        Use::ChangePassword => state.vault.authenticate_session_to_change_password(&token, ip).await?,
     };
     if !parts.method.is_safe() {
         require_csrf(state, &parts.headers, &principal.workspace_id, &token).await?;

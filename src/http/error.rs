@@ -218,7 +218,7 @@ impl From<crate::vault::sessions::SessionError> for ApiError {
             SessionError::Invalid => ApiError::Unauthorized { presented: true },
             e @ (SessionError::FactorRequired | SessionError::FactorRefused) => ApiError::SecondFactor(e.to_string()),
             SessionError::Throttled { retry_after } => ApiError::TooManyRequests { retry_after },
-            e @ SessionError::EnrolmentRequired => ApiError::Forbidden(e.to_string()),
+            e @ (SessionError::EnrolmentRequired | SessionError::PasswordChangeRequired) => ApiError::Forbidden(e.to_string()),
             SessionError::Vault(e) => e.into(),
         }
     }

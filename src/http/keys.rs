@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/keys", get(list_keys).post(create_key))
         .route("/keys/{id}", delete(revoke_key))
+        .route("/keys/rotate-all", post(rotate_all_keys))
         .route("/keys/{id}/rotate", post(rotate_key))
         .route("/keys/{id}/allowlist", put(set_key_allowlist))
 }
@@ -219,4 +220,51 @@ pub async fn set_key_allowlist(
             .set_api_key_allowlist(&p, &id, &body.allowlist, body.confirm_lockout)
             .await?,
     }))
+}
+
+/// One key rotated by "rotate all keys".
+#[derive(Serialize, ToSchema)]
+pub struct RotatedKey {
+    /// The id of the key replaced.
+    pub old_key: String,
+    pub key: ApiKeyView,
+    /// The new secret token (`csk_...`), shown only this once.
+    #[serde(serialize_with = "expose_token")]
+    #[schema(value_type = String)]
+    pub token: SecretString,
+}
+
+/// Every key rotated, with the new tokens.
+#[derive(Serialize, ToSchema)]
+pub struct RotatedKeys {
+    pub items: Vec<RotatedKey>,
+}
+
+/// Rotate all keys of the workspace.
+///
+/// For when someone leaves: every live key gets a successor with the same name,
+/// permissions, lists and allowlist (the tokens are in the answer, once); the
+/// old keys keep working for the overlap, or stop at once without one (the key
+/// making this request too). Recorded as one audit event.
+#[utoipa::path(
+    post,
+    path = "/api/v1/keys/rotate-all",
+    tag = "keys",
+    request_body = RotateKey,
+    responses((status = 201, description = "The new keys and their tokens", body = RotatedKeys), BodyErrors, CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn rotate_all_keys(
+    State(state): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(body): ApiJson<RotateKey>,
+) -> Result<(StatusCode, Json<RotatedKeys>), ApiError> {
+    let items = state
+        .vault
+        .rotate_all_api_keys(&p, body.overlap.as_deref())
+        .await?
+        .into_iter()
+        .map(|(old_key, key, token)| RotatedKey { old_key, key, token })
+        .collect();
+    Ok((StatusCode::CREATED, Json(RotatedKeys { items })))
 }

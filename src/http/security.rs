@@ -6,7 +6,7 @@ use super::extract::ApiJson;
 use super::AppState;
 use crate::vault::security_report::SecurityReport;
 use axum::extract::State;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/security", get(report))
+        .route("/security/reset-passwords", post(reset_passwords))
         .route("/security/second-factor", get(get_requirement).put(set_requirement))
         .route("/security/allowlist", get(get_allowlist).put(set_allowlist))
 }
@@ -139,4 +140,28 @@ pub async fn set_allowlist(
 )]
 pub async fn report(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<SecurityReport>, ApiError> {
     Ok(Json(state.vault.security_report(&p).await?))
+}
+
+/// What "reset all passwords" did.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct PasswordsReset {
+    /// Users who must choose a new password at their next sign-in.
+    pub users: u64,
+}
+
+/// Reset all passwords.
+///
+/// Every user must choose a new password at their next sign-in before doing
+/// anything else, and every session of the workspace ends now, this one too.
+#[utoipa::path(
+    post,
+    path = "/api/v1/security/reset-passwords",
+    tag = "security",
+    responses((status = 200, description = "Done; every session ended", body = PasswordsReset), CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn reset_passwords(State(state): State<AppState>, Auth(p): Auth) -> Result<Json<PasswordsReset>, ApiError> {
+    Ok(Json(PasswordsReset {
+        users: state.vault.reset_all_passwords(&p).await?,
+    }))
 }

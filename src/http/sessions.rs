@@ -3,7 +3,7 @@
 //! signed-in user's sessions; `/api/v1/invitations/accept`: an invitee chooses
 //! their password.
 
-use super::auth::{require_csrf, session_cookie as cookie_token, Auth, ClientIp, CurrentSession, EnrolAuth, SESSION_COOKIE};
+use super::auth::{require_csrf, session_cookie as cookie_token, Auth, ClientIp, CurrentSession, EnrolAuth, PasswordAuth, SESSION_COOKIE};
 use super::error::{ApiError, BodyErrors, CommonErrors, ConflictError, ThrottledError};
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
@@ -57,6 +57,9 @@ pub struct SignedIn {
     /// When true, the workspace requires a second factor the user has not
     /// enrolled: the session can only enrol one (`POST /api/v1/auth/factors/totp`).
     pub second_factor_enrolment_required: bool,
+    /// When true, every password of the workspace was reset: the session can
+    /// only choose a new one (`POST /api/v1/auth/password`).
+    pub password_change_required: bool,
     /// Send this in `X-Consentry-CSRF` with every request made with the session
     /// cookie that changes anything.
     pub csrf_token: String,
@@ -121,6 +124,7 @@ pub async fn sign_in(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJ
         session: signed.session,
         second_factor_required: signed.second_factor_required,
         second_factor_enrolment_required: signed.second_factor_enrolment_required,
+        password_change_required: signed.password_change_required,
         csrf_token: signed.csrf_token,
     })
     .into_response();
@@ -313,7 +317,7 @@ pub struct ChangePassword {
 )]
 pub async fn change_password(
     State(state): State<AppState>,
-    Auth(p): Auth,
+    PasswordAuth(p): PasswordAuth,
     ApiJson(body): ApiJson<ChangePassword>,
 ) -> Result<Response, ApiError> {
     state.vault.change_password(&p, &body.current_password, &body.new_password).await?;

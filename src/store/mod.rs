@@ -102,6 +102,16 @@ pub trait Store: Send + Sync + 'static {
         old_expires_at: i64,
         audit: AuditDraft,
     ) -> StoreResult<()>;
+    /// Rotates several live keys at once (each `(old id, successor)`), every old
+    /// key expiring at `old_expires_at` or sooner, with one event; `NotFound`
+    /// (and nothing changed) when any old key is not live in the workspace.
+    async fn rotate_api_keys(
+        &self,
+        workspace_id: &str,
+        rotations: Vec<(String, ApiKeyRecord)>,
+        old_expires_at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
     /// Records a key's last use (best effort, not audited).
     async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()>;
 
@@ -137,6 +147,10 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
         audit: AuditDraft,
     ) -> StoreResult<()>;
+    /// "Reset all passwords": every user who has a password must choose a new
+    /// one at their next sign-in, and every session of the workspace ends, with
+    /// one event. Returns how many users were marked.
+    async fn require_password_changes(&self, workspace_id: &str, at: i64, audit: AuditDraft) -> StoreResult<u64>;
     /// Replaces a user's password hash (a rehash with today's costs at sign-in).
     async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()>;
 

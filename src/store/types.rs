@@ -94,6 +94,8 @@ pub struct UserRecord {
     pub updated_at: i64,
     /// Addresses (CIDR blocks) the user may sign in and work from; empty means any.
     pub allowlist: Vec<String>,
+    /// The user must choose a new password before doing anything else.
+    pub password_change_required: bool,
 }
 
 /// A single-use invitation (only a keyed hash of its token).

@@ -219,34 +219,10 @@ impl Vault {
         if let Some(missing) = old.scopes.iter().filter_map(|s| Permission::parse(s)).find(|x| !p.has(*x)) {
             return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(missing)));
         }
-        let overlap = match overlap.map(str::trim).filter(|o| !o.is_empty() && *o != "0") {
-            Some(raw) => parse_duration_micros(raw)
-                .filter(|m| *m <= 30 * 86_400_000_000)
-                .ok_or_else(|| VaultError::invalid("overlap", "use a duration of at most 30 days, such as 24h or 30m"))?,
-            None => 0,
-        };
+        let overlap = parse_overlap(overlap)?;
         let now = self.now();
         let keys = self.keys(&p.workspace_id).await?;
-        let secret = ApiKeySecret::generate(&keys).map_err(VaultError::Internal)?;
-        let record = ApiKeyRecord {
-            id: secret.id.clone(),
-            workspace_id: p.workspace_id.clone(),
-            name: old.name.clone(),
-            secret_hash: secret.hash.to_vec(),
-            scopes: old.scopes.clone(),
-            list_ids: old.list_ids.clone(),
-            created_by: p.actor.clone(),
-            created_at: now,
-            expires_at: Some(
-                now + old
-                    .expires_at
-                    .map_or(DEFAULT_KEY_LIFETIME, |e| (e - old.created_at).max(0))
-                    .min(self.key_max_lifetime),
-            ),
-            revoked_at: None,
-            last_used_at: None,
-            allowlist: old.allowlist.clone(),
-        };
+        let (record, token) = self.successor(&keys, p, &old, now)?;
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.rotated")
             .target(format!("key:{}", old.id))
             .ip_hash(p.ip_hash.clone())
@@ -254,7 +230,47 @@ impl Vault {
         self.store
             .rotate_api_key(&p.workspace_id, &old.id, record.clone(), now + overlap, draft)
             .await?;
-        Ok(((&record).into(), secret.token))
+        Ok(((&record).into(), token))
+    }
+
+    /// "Rotate all keys" (when someone leaves): every live key of the workspace
+    /// gets a successor with the same name, permissions, lists and allowlist,
+    /// shown once; the old keys keep working for `overlap` (none: they stop now,
+    /// the caller's own key too). One audit event lists every rotation.
+    pub async fn rotate_all_api_keys(&self, p: &Principal, overlap: Option<&str>) -> VaultResult<Vec<(String, ApiKeyView, SecretString)>> {
+        p.require(Permission::KeysManage)?;
+        let overlap = parse_overlap(overlap)?;
+        let now = self.now();
+        let live: Vec<ApiKeyRecord> = self
+            .store
+            .list_api_keys(&p.workspace_id)
+            .await?
+            .into_iter()
+            .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now))
+            .collect();
+        for old in &live {
+            if let Some(missing) = old.scopes.iter().filter_map(|s| Permission::parse(s)).find(|x| !p.has(*x)) {
+                return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(missing)));
+            }
+        }
+        let keys = self.keys(&p.workspace_id).await?;
+        let mut rotations = Vec::with_capacity(live.len());
+        let mut out = Vec::with_capacity(live.len());
+        for old in &live {
+            let (record, token) = self.successor(&keys, p, old, now)?;
+            out.push((old.id.clone(), ApiKeyView::from(&record), token));
+            rotations.push((old.id.clone(), record));
+        }
+        let pairs: Vec<serde_json::Value> = rotations
+            .iter()
+            .map(|(old, new)| serde_json::json!({ "old_key": old, "new_key": new.id }))
+            .collect();
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.rotated_all")
+            .target("workspace")
+            .ip_hash(p.ip_hash.clone())
+            .details(serde_json::json!({ "rotations": pairs, "overlap_seconds": overlap / 1_000_000 }));
+        self.store.rotate_api_keys(&p.workspace_id, rotations, now + overlap, draft).await?;
+        Ok(out)
     }
 
     /// Checks a presented token and returns the principal it stands for. Every
@@ -315,6 +331,50 @@ impl Vault {
             ip_hash,
             ip,
         })
+    }
+}
+
+impl Vault {
+    /// A successor of `old` made by `p`: same name, permissions, lists and
+    /// allowlist; when the old one expires, the same lifetime from now.
+    fn successor(
+        &self,
+        keys: &crate::crypto::WorkspaceKeys,
+        p: &Principal,
+        old: &ApiKeyRecord,
+        now: i64,
+    ) -> VaultResult<(ApiKeyRecord, SecretString)> {
+        let secret = ApiKeySecret::generate(keys).map_err(VaultError::Internal)?;
+        let record = ApiKeyRecord {
+            id: secret.id.clone(),
+            workspace_id: p.workspace_id.clone(),
+            name: old.name.clone(),
+            secret_hash: secret.hash.to_vec(),
+            scopes: old.scopes.clone(),
+            list_ids: old.list_ids.clone(),
+            created_by: p.actor.clone(),
+            created_at: now,
+            expires_at: Some(
+                now + old
+                    .expires_at
+                    .map_or(DEFAULT_KEY_LIFETIME, |e| (e - old.created_at).max(0))
+                    .min(self.key_max_lifetime),
+            ),
+            revoked_at: None,
+            last_used_at: None,
+            allowlist: old.allowlist.clone(),
+        };
+        Ok((record, secret.token))
+    }
+}
+
+/// How long rotated keys keep working: `24h`, `30m`, at most 30 days; none or `0`: not at all.
+fn parse_overlap(overlap: Option<&str>) -> VaultResult<i64> {
+    match overlap.map(str::trim).filter(|o| !o.is_empty() && *o != "0") {
+        Some(raw) => parse_duration_micros(raw)
+            .filter(|m| *m <= 30 * 86_400_000_000)
+            .ok_or_else(|| VaultError::invalid("overlap", "use a duration of at most 30 days, such as 24h or 30m")),
+        None => Ok(0),
     }
 }
 

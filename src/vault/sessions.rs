@@ -74,8 +74,19 @@ pub enum SessionError {
     /// The workspace requires a second factor and the user has none yet.
     #[error("this workspace requires a second factor: enrol an authenticator app first (POST /api/v1/auth/factors/totp)")]
     EnrolmentRequired,
+    /// An owner reset every password: the user must choose a new one first.
+    #[error("choose a new password first (POST /api/v1/auth/password): every password of this workspace was reset")]
+    PasswordChangeRequired,
     #[error(transparent)]
     Vault(#[from] VaultError),
+}
+
+/// What a session is being used for, for the checks that hold some uses back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SessionUse {
+    Any,
+    Enrol,
+    ChangePassword,
 }
 
 /// A new session: the token goes into the cookie and is never shown again.
@@ -87,6 +98,8 @@ pub struct SignedIn {
     /// The workspace requires a second factor the user has not enrolled: the
     /// session can only enrol one.
     pub second_factor_enrolment_required: bool,
+    /// Every password was reset: the session can only choose a new one.
+    pub password_change_required: bool,
     pub token: SecretString,
     pub csrf_token: String,
     pub user: super::users::UserView,
@@ -281,6 +294,7 @@ impl Vault {
             session: (&session).into(),
             second_factor_required: session.factor_required,
             second_factor_enrolment_required: session.enrolment_required,
+            password_change_required: user.password_change_required,
             csrf_token: hex::encode(keys.token_hash("csrf", token.as_bytes())),
             token: SecretString::from(token),
             user: user_view(&keys, user)?,
@@ -392,7 +406,7 @@ impl Vault {
         token: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<(Principal, SessionRecord), SessionError> {
-        self.session_principal(token, ip, false).await
+        self.session_principal(token, ip, SessionUse::Any).await
     }
 
     /// Like `authenticate_session`, but also for a session that may only enrol
@@ -402,20 +416,33 @@ impl Vault {
         token: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<(Principal, SessionRecord), SessionError> {
-        self.session_principal(token, ip, true).await
+        self.session_principal(token, ip, SessionUse::Enrol).await
+    }
+
+    /// Like `authenticate_session`, but also for a session whose user must
+    /// choose a new password first (and may have a second factor to enrol after).
+    pub async fn authenticate_session_to_change_password(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(Principal, SessionRecord), SessionError> {
+        self.session_principal(token, ip, SessionUse::ChangePassword).await
     }
 
     async fn session_principal(
         &self,
         token: &str,
         ip: Option<std::net::IpAddr>,
-        to_enrol: bool,
+        to: SessionUse,
     ) -> Result<(Principal, SessionRecord), SessionError> {
         let (session, user, ip_hash) = self.live_session(token, ip).await?;
         if session.factor_required && session.factor_verified_at.is_none() {
             return Err(SessionError::FactorRequired);
         }
-        if session.enrolment_required && !to_enrol {
+        if user.password_change_required && to != SessionUse::ChangePassword {
+            return Err(SessionError::PasswordChangeRequired);
+        }
+        if session.enrolment_required && to == SessionUse::Any {
             return Err(SessionError::EnrolmentRequired);
         }
         let now = self.now();
@@ -489,6 +516,18 @@ fn secs_until(now: i64, until: i64) -> u64 {
 }
 
 impl Vault {
+    /// "Reset all passwords" (`security:manage`): every user with a password
+    /// must choose a new one at their next sign-in, before anything else, and
+    /// every session of the workspace ends now (the caller's too). One audit
+    /// event; returns how many users must choose a new password.
+    pub async fn reset_all_passwords(&self, p: &Principal) -> VaultResult<u64> {
+        p.require(crate::access::Permission::SecurityManage)?;
+        let draft = AuditDraft::new(&p.workspace_id, &p.actor, "security.passwords_reset")
+            .target("workspace")
+            .ip_hash(p.ip_hash.clone());
+        Ok(self.store.require_password_changes(&p.workspace_id, self.now(), draft).await?)
+    }
+
     /// The signed-in user changes their password: the current one is checked,
     /// the new one must meet the policy and differ; all the user's sessions end
     /// (this one too: sign in again).

@@ -125,6 +125,7 @@ impl Vault {
             created_at: now,
             updated_at: now,
             allowlist: Vec::new(),
+            password_change_required: false,
         };
         let token = format!(
             "{INVITATION_PREFIX}{}",

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 55] = [
+const OPERATIONS: [(&str, &str); 57] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -755,6 +755,7 @@ const OPERATIONS: [(&str, &str); 55] = [
     ("post", "/api/v1/keys"),
     ("delete", "/api/v1/keys/{id}"),
     ("post", "/api/v1/keys/{id}/rotate"),
+    ("post", "/api/v1/keys/rotate-all"),
     ("put", "/api/v1/keys/{id}/allowlist"),
     ("get", "/api/v1/users"),
     ("post", "/api/v1/users"),
@@ -774,6 +775,7 @@ const OPERATIONS: [(&str, &str); 55] = [
     ("delete", "/api/v1/auth/sessions/{id}"),
     ("post", "/api/v1/invitations/accept"),
     ("get", "/api/v1/security"),
+    ("post", "/api/v1/security/reset-passwords"),
     ("get", "/api/v1/security/second-factor"),
     ("put", "/api/v1/security/second-factor"),
     ("get", "/api/v1/security/allowlist"),
@@ -1792,6 +1794,130 @@ mod sessions {
             let next = fail(99, "198.51.100.200").await.unwrap().status().as_u16();
             assert_eq!(next, if behind_proxy { 401 } else { 429 }, "trusted: {trusted:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn reset_all_passwords_ends_sessions_and_holds_users_to_a_new_password() {
+        let app = spawn_app().await;
+        active_user(&app, "noor@example.com", "marketer").await;
+        let (_, old_cookie, _) = sign_in(&app, "noor@example.com").await;
+        let reset = app.post("/api/v1/security/reset-passwords", &app.owner_key).send().await.unwrap();
+        assert_eq!(reset.status(), 200);
+        assert_eq!(reset.json::<Value>().await.unwrap()["users"], 1);
+        let get = |cookie: &str| app.client.get(app.url("/api/v1/lists")).header(COOKIE, cookie.to_string()).send();
+        assert_eq!(get(&old_cookie).await.unwrap().status(), 401, "every session ended");
+
+        let response = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "noor@example.com", "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let cookie = response.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["password_change_required"], true);
+        let held = get(&cookie).await.unwrap();
+        assert_eq!(held.status(), 403);
+        assert!(held.text().await.unwrap().contains("choose a new password first"));
+        let changed = app
+            .client
+            .post(app.url("/api/v1/auth/password"))
+            .header(COOKIE, &cookie)
+            .header("X-Consentry-CSRF", body["csrf_token"].as_str().unwrap())
+            .json(&json!({ "current_password": PASSWORD, "new_password": "zeilboot tulpenveld molenwiek 4" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 204);
+        let again = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({ "email": "noor@example.com", "password": "zeilboot tulpenveld molenwiek 4" }))
+            .send()
+            .await
+            .unwrap();
+        let cookie = again.headers()[SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string();
+        assert_eq!(again.json::<Value>().await.unwrap()["password_change_required"], false);
+        assert_eq!(get(&cookie).await.unwrap().status(), 200);
+        assert_eq!(events(&app, "security.passwords_reset").await.len(), 1);
+        let viewer = app.key_with_scopes("admin").await;
+        let refused = app.post("/api/v1/security/reset-passwords", &viewer).send().await.unwrap();
+        assert_eq!(refused.status(), 403, "admin lacks security:manage");
+    }
+
+    #[tokio::test]
+    async fn rotate_all_keys_replaces_every_live_key_in_one_event() {
+        let app = spawn_app().await;
+        let made = app
+            .post("/api/v1/keys", &app.owner_key)
+            .json(&json!({ "name": "shop", "scopes": "viewer", "allowlist": ["127.0.0.1"] }))
+            .send()
+            .await
+            .unwrap();
+        let shop = made.json::<Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+        let revoked = app.key_with_scopes("viewer").await;
+        let revoked_id = &revoked[4..20];
+        app.delete(&format!("/api/v1/keys/{revoked_id}"), &app.owner_key)
+            .send()
+            .await
+            .unwrap();
+
+        let rotated = app
+            .post("/api/v1/keys/rotate-all", &app.owner_key)
+            .json(&json!({ "overlap": "1h" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(rotated.status(), 201);
+        let items = rotated.json::<Value>().await.unwrap()["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 2, "the owner's key and the shop's, not the revoked one: {items:?}");
+        let new_shop = items.iter().find(|i| i["key"]["name"] == "shop").unwrap();
+        assert_eq!(new_shop["key"]["allowlist"], json!(["127.0.0.1/32"]));
+        for token in [&app.owner_key, &shop, &new_shop["token"].as_str().unwrap().to_string()] {
+            assert_eq!(
+                app.get("/api/v1/lists", token).send().await.unwrap().status(),
+                200,
+                "within the overlap"
+            );
+        }
+        assert_eq!(events(&app, "api_key.rotated_all").await.len(), 1);
+        assert!(events(&app, "api_key.rotated").await.is_empty(), "one event for all");
+
+        // Without an overlap the old keys stop at once, the caller's too.
+        let new_owner = items.iter().find(|i| i["key"]["name"] == "owner").unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let again = app
+            .post("/api/v1/keys/rotate-all", &new_owner)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 201);
+        let items = again.json::<Value>().await.unwrap()["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 4, "the overlapping old keys are live too");
+        assert_eq!(app.get("/api/v1/lists", &new_owner).send().await.unwrap().status(), 401);
+        let newest = items.iter().find(|i| i["key"]["name"] == "owner").unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(app.get("/api/v1/lists", &newest).send().await.unwrap().status(), 200);
+        let bad = app
+            .post("/api/v1/keys/rotate-all", &newest)
+            .json(&json!({ "overlap": "90d" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status(), 422);
     }
 
     async fn pair_of_new_sign_in(app: &TestApp) -> String {

@@ -235,6 +235,7 @@ conformance!(
     second_factor_requirement_round_trip,
     allowlists_round_trip,
     recent_audit_filters_by_action_and_time,
+    password_resets_and_key_rotations_cover_the_workspace,
     checkpoints_round_trip,
 );
 
@@ -1464,6 +1465,7 @@ fn invited_user(ws: &Ws, tag: u8, expires_in: i64) -> (UserRecord, InvitationRec
         created_at: at,
         updated_at: at,
         allowlist: vec![],
+        password_change_required: false,
     };
     let invitation = InvitationRecord {
         token_hash: vec![tag; 32],
@@ -1978,6 +1980,91 @@ async fn allowlists_round_trip(b: &Backend) {
         "api key",
     );
     assert_eq!(head(b, &other).await, before);
+}
+
+/// "Reset all passwords" marks the users with a password and ends every session
+/// of the workspace (only), and a password change clears the mark; "rotate all
+/// keys" rotates every key given in one transaction with one event, or none.
+async fn password_resets_and_key_rotations_cover_the_workspace(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_string();
+    let (active, invite) = invited_user(&ws, 4, 3_600_000_000);
+    s.create_user(active.clone(), invite, draft(&ws, "user.invited")).await.unwrap();
+    s.accept_invitation(&[4; 32], hash.clone(), now(), draft(&ws, "user.invitation_accepted"))
+        .await
+        .unwrap();
+    let (invited, invite) = invited_user(&ws, 5, 3_600_000_000);
+    s.create_user(invited.clone(), invite, draft(&ws, "user.invited")).await.unwrap();
+    let (theirs, invite) = invited_user(&other, 6, 3_600_000_000);
+    s.create_user(theirs.clone(), invite, draft(&other, "user.invited")).await.unwrap();
+    s.accept_invitation(&[6; 32], hash.clone(), now(), draft(&other, "user.invitation_accepted"))
+        .await
+        .unwrap();
+    let mine = session_of(&active, 41);
+    let their_session = session_of(&theirs, 42);
+    s.create_session(mine.clone(), draft(&ws, "user.signed_in")).await.unwrap();
+    s.create_session(their_session.clone(), draft(&other, "user.signed_in"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        s.require_password_changes(&ws.id, now(), draft(&ws, "security.passwords_reset"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(head(b, &ws).await.action, "security.passwords_reset");
+    assert!(s.find_user(&ws.id, active.id).await.unwrap().unwrap().password_change_required);
+    assert!(
+        !s.find_user(&ws.id, invited.id).await.unwrap().unwrap().password_change_required,
+        "no password yet"
+    );
+    assert!(!s.find_user(&other.id, theirs.id).await.unwrap().unwrap().password_change_required);
+    assert!(s.find_session(&[41; 32]).await.unwrap().unwrap().0.ended_at.is_some());
+    assert_eq!(s.find_session(&[42; 32]).await.unwrap().unwrap().0.ended_at, None);
+    s.change_password(&ws.id, active.id, hash.clone(), now(), draft(&ws, "user.password_changed"))
+        .await
+        .unwrap();
+    assert!(!s.find_user(&ws.id, active.id).await.unwrap().unwrap().password_change_required);
+
+    let (k1, k2) = (api_key(&ws, "a", &[]), api_key(&ws, "b", &[]));
+    for k in [&k1, &k2] {
+        s.create_api_key(k.clone(), draft(&ws, "api_key.created")).await.unwrap();
+    }
+    let until = now() + 60_000_000;
+    let (n1, n2) = (api_key(&ws, "a", &[]), api_key(&ws, "b", &[]));
+    s.rotate_api_keys(
+        &ws.id,
+        vec![(k1.id.clone(), n1.clone()), (k2.id.clone(), n2.clone())],
+        until,
+        draft(&ws, "api_key.rotated_all"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(head(b, &ws).await.action, "api_key.rotated_all");
+    for (old, new) in [(&k1, &n1), (&k2, &n2)] {
+        assert_eq!(s.find_api_key(&old.id).await.unwrap().unwrap().expires_at, Some(until));
+        assert!(s.find_api_key(&new.id).await.unwrap().is_some());
+    }
+    // One key that cannot be rotated (another workspace's) leaves everything as it was.
+    let before = head(b, &ws).await;
+    let foreign = api_key(&other, "x", &[]);
+    s.create_api_key(foreign.clone(), draft(&other, "api_key.created")).await.unwrap();
+    let lost = api_key(&ws, "c", &[]);
+    expect_not_found(
+        s.rotate_api_keys(
+            &ws.id,
+            vec![(n1.id.clone(), lost.clone()), (foreign.id.clone(), api_key(&ws, "d", &[]))],
+            until,
+            draft(&ws, "api_key.rotated_all"),
+        )
+        .await,
+        "api key",
+    );
+    assert_eq!(head(b, &ws).await, before);
+    assert!(s.find_api_key(&lost.id).await.unwrap().is_none(), "rolled back");
+    assert_ne!(s.find_api_key(&n1.id).await.unwrap().unwrap().expires_at, Some(until));
 }
 
 /// Recent events of some actions come newest first, from the time given, in

@@ -562,8 +562,23 @@ fn allowlists_are_set_shown_and_cleared_from_the_command_line() {
     assert!(report.contains("1 users and 0 keys with their own"), "{report}");
     let json: serde_json::Value = serde_json::from_str(&cli.ok(&["security", "report", "--json"])).unwrap();
     assert_eq!(json["keys"]["active"], 2, "{json}");
-    let tail = cli.ok(&["audit", "tail", "--lines", "8"]);
-    for action in ["security.allowlist_changed", "api_key.allowlist_changed", "user.allowlist_changed"] {
+    let rotated = cli.ok(&["keys", "rotate-all", "--overlap", "1h"]);
+    let lines: Vec<Vec<&str>> = rotated.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "the owner key and the partner key: {rotated}");
+    assert!(lines.iter().all(|l| l.len() == 4 && l[3].starts_with("csk_")), "{rotated}");
+    assert!(lines.iter().any(|l| l[0] == id && l[2] == "partner"), "{rotated}");
+    assert_eq!(
+        cli.ok(&["security", "reset-passwords"]).trim(),
+        "0 users must choose a new password at their next sign-in; every session ended"
+    );
+    let tail = cli.ok(&["audit", "tail", "--lines", "10"]);
+    for action in [
+        "security.allowlist_changed",
+        "api_key.allowlist_changed",
+        "user.allowlist_changed",
+        "api_key.rotated_all",
+        "security.passwords_reset",
+    ] {
         assert!(tail.contains(action), "{action}: {tail}");
     }
 }

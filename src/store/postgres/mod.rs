@@ -25,6 +25,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../migrations/postgres/0005_sign_in_throttle.sql")),
     (6, include_str!("../../../migrations/postgres/0006_required_second_factor.sql")),
     (7, include_str!("../../../migrations/postgres/0007_allowlists.sql")),
+    (8, include_str!("../../../migrations/postgres/0008_password_reset.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -438,6 +439,33 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(map_err)
     }
 
+    async fn rotate_api_keys(
+        &self,
+        workspace_id: &str,
+        rotations: Vec<(String, ApiKeyRecord)>,
+        old_expires_at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        for (old_id, new_key) in &rotations {
+            let n = tx
+                .execute(
+                    "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $3), $3)
+                     WHERE workspace_id = $1 AND id = $2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $4)",
+                    &[&workspace_id, old_id, &old_expires_at, &new_key.created_at],
+                )
+                .await
+                .map_err(map_err)?;
+            if n == 0 {
+                return Err(StoreError::NotFound("api key"));
+            }
+            insert_api_key(&*tx, new_key).await?;
+        }
+        audit::append(&*tx, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
     async fn find_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
         let c = self.client().await?;
         let stmt = c
@@ -557,6 +585,14 @@ impl Store for PostgresStore {
         let tx = begin!(c);
         users::change_password(&*tx, workspace_id, user_id, &password_hash, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)
+    }
+
+    async fn require_password_changes(&self, workspace_id: &str, at: i64, audit_draft: AuditDraft) -> StoreResult<u64> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let n = users::require_password_changes(&*tx, workspace_id, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(n)
     }
 
     async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()> {

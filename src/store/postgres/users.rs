@@ -9,7 +9,7 @@ use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
 
 pub const USER_COLUMNS: &str =
-    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at, allowlist";
+    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at, allowlist, password_change_required";
 const INVITATION_COLUMNS: &str = "token_hash, workspace_id, user_id, created_at, expires_at, used_at";
 
 fn malformed(what: &str) -> StoreError {
@@ -34,6 +34,7 @@ pub fn user_from_row(r: &Row) -> StoreResult<UserRecord> {
         created_at: r.try_get(10).map_err(map_err)?,
         updated_at: r.try_get(11).map_err(map_err)?,
         allowlist: serde_json::from_str(r.try_get::<_, &str>(12).map_err(map_err)?).map_err(|_| malformed("allowlist"))?,
+        password_change_required: r.try_get(13).map_err(map_err)?,
     })
 }
 
@@ -53,7 +54,7 @@ pub async fn create<C: GenericClient>(c: &C, user: &UserRecord, invitation: &Inv
     let lists = serde_json::to_string(&user.list_ids).unwrap_or_else(|_| "[]".into());
     let allowlist = serde_json::to_string(&user.allowlist).unwrap_or_else(|_| "[]".into());
     c.execute(
-        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
+        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"),
         &[
             &user.id.as_bytes().as_slice(),
             &user.workspace_id,
@@ -68,6 +69,7 @@ pub async fn create<C: GenericClient>(c: &C, user: &UserRecord, invitation: &Inv
             &user.created_at,
             &user.updated_at,
             &allowlist,
+            &user.password_change_required,
         ],
     )
     .await
@@ -625,8 +627,32 @@ pub async fn set_second_factor_required<C: GenericClient>(
     Ok(true)
 }
 
+pub async fn require_password_changes<C: GenericClient>(c: &C, ws: &str, at: i64, draft: &AuditDraft) -> StoreResult<u64> {
+    let n = c
+        .execute(
+            "UPDATE users SET password_change_required = TRUE, updated_at = $2 WHERE workspace_id = $1 AND password_hash IS NOT NULL",
+            &[&ws, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    c.execute(
+        "UPDATE sessions SET ended_at = $2 WHERE workspace_id = $1 AND ended_at IS NULL",
+        &[&ws, &at],
+    )
+    .await
+    .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(n)
+}
+
 pub async fn change_password<C: GenericClient>(c: &C, ws: &str, id: Uuid, hash: &str, at: i64, draft: &AuditDraft) -> StoreResult<()> {
     update_password_hash(c, ws, id, hash, at).await?;
+    c.execute(
+        "UPDATE users SET password_change_required = FALSE WHERE workspace_id = $1 AND id = $2",
+        &[&ws, &id.as_bytes().as_slice()],
+    )
+    .await
+    .map_err(map_err)?;
     end_sessions_of(c, id, at).await?;
     audit::append(c, draft).await?;
     Ok(())

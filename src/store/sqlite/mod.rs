@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../../migrations/sqlite/0005_sign_in_throttle.sql")),
     (6, include_str!("../../../migrations/sqlite/0006_required_second_factor.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_allowlists.sql")),
+    (8, include_str!("../../../migrations/sqlite/0008_password_reset.sql")),
 ];
 const READERS: usize = 4;
 
@@ -344,6 +345,34 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn rotate_api_keys(
+        &self,
+        workspace_id: &str,
+        rotations: Vec<(String, ApiKeyRecord)>,
+        old_expires_at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| {
+            for (old_id, new_key) in &rotations {
+                let n = c
+                    .execute(
+                        "UPDATE api_keys SET expires_at = min(COALESCE(expires_at, ?3), ?3)
+                         WHERE workspace_id = ?1 AND id = ?2 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?4)",
+                        params![ws, old_id, old_expires_at, new_key.created_at],
+                    )
+                    .map_err(map_err)?;
+                if n == 0 {
+                    return Err(StoreError::NotFound("api key"));
+                }
+                insert_api_key(c, new_key)?;
+            }
+            audit::append(c, &audit_draft)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn find_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>> {
         self.read_point(|c| {
             c.prepare_cached(&format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE id = ?1"))?
@@ -456,6 +485,11 @@ impl Store for SqliteStore {
         let ws = workspace_id.to_string();
         self.write(move |c| users::change_password(c, &ws, user_id, &password_hash, at, &audit_draft))
             .await
+    }
+
+    async fn require_password_changes(&self, workspace_id: &str, at: i64, audit_draft: AuditDraft) -> StoreResult<u64> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::require_password_changes(c, &ws, at, &audit_draft)).await
     }
 
     async fn update_password_hash(&self, workspace_id: &str, user_id: Uuid, password_hash: String, at: i64) -> StoreResult<()> {

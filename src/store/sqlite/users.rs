@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
 pub const USER_COLUMNS: &str =
-    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at, allowlist";
+    "id, workspace_id, email_bidx, user_key, email_ct, role, list_ids, password_hash, status, created_by, created_at, updated_at, allowlist, password_change_required";
 
 pub fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
     let id: Vec<u8> = r.get(0)?;
@@ -31,6 +31,7 @@ pub fn user_from_row(r: &Row<'_>) -> rusqlite::Result<UserRecord> {
         created_at: r.get(10)?,
         updated_at: r.get(11)?,
         allowlist: serde_json::from_str(&r.get::<_, String>(12)?).map_err(|_| bad("allowlist"))?,
+        password_change_required: r.get(13)?,
     })
 }
 
@@ -49,7 +50,7 @@ fn invitation_from_row(r: &Row<'_>) -> rusqlite::Result<InvitationRecord> {
 
 pub fn create(c: &Connection, user: &UserRecord, invitation: &InvitationRecord, draft: &AuditDraft) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
         params![
             user.id.as_bytes().as_slice(),
             user.workspace_id,
@@ -63,7 +64,8 @@ pub fn create(c: &Connection, user: &UserRecord, invitation: &InvitationRecord, 
             user.created_by,
             user.created_at,
             user.updated_at,
-            serde_json::to_string(&user.allowlist).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(&user.allowlist).unwrap_or_else(|_| "[]".into()),
+            user.password_change_required
         ],
     )
     .map_err(map_err)?;
@@ -506,8 +508,29 @@ pub fn set_second_factor_required(c: &Connection, ws: &str, required: bool, at: 
     Ok(true)
 }
 
+pub fn require_password_changes(c: &Connection, ws: &str, at: i64, draft: &AuditDraft) -> StoreResult<u64> {
+    let n = c
+        .execute(
+            "UPDATE users SET password_change_required = 1, updated_at = ?2 WHERE workspace_id = ?1 AND password_hash IS NOT NULL",
+            params![ws, at],
+        )
+        .map_err(map_err)?;
+    c.execute(
+        "UPDATE sessions SET ended_at = ?2 WHERE workspace_id = ?1 AND ended_at IS NULL",
+        params![ws, at],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(n as u64)
+}
+
 pub fn change_password(c: &Connection, ws: &str, id: Uuid, hash: &str, at: i64, draft: &AuditDraft) -> StoreResult<()> {
     update_password_hash(c, ws, id, hash, at)?;
+    c.execute(
+        "UPDATE users SET password_change_required = 0 WHERE workspace_id = ?1 AND id = ?2",
+        params![ws, id.as_bytes().as_slice()],
+    )
+    .map_err(map_err)?;
     end_sessions_of(c, id, at)?;
     audit::append(c, draft)?;
     Ok(())
