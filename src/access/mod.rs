@@ -135,7 +135,13 @@ pub struct Principal {
     /// The client's address, to warn before an allowlist shuts it out. Never
     /// stored or logged.
     pub ip: Option<std::net::IpAddr>,
+    /// For a signed-in user: when their session's second factor was last
+    /// checked (microseconds), for the actions that need a recent check.
+    pub factor_checked_at: Option<i64>,
 }
+
+/// How recent a second-factor check must be for exports and security settings.
+pub const STEP_UP_MICROS: i64 = 10 * 60 * 1_000_000;
 
 impl Principal {
     /// The local operator: every permission on every list of a workspace.
@@ -147,6 +153,7 @@ impl Principal {
             lists: ListScope::All,
             ip_hash: None,
             ip: None,
+            factor_checked_at: None,
         }
     }
 
@@ -160,6 +167,20 @@ impl Principal {
             Ok(())
         } else {
             Err(AccessError::Forbidden(p))
+        }
+    }
+
+    /// Fails with `StepUpRequired` unless a signed-in user's session had its
+    /// second factor checked within the last 10 minutes (`now` in
+    /// microseconds). API keys and the operator at the CLI are not sessions
+    /// and are not asked.
+    pub fn require_recent_factor(&self, now: i64) -> Result<(), AccessError> {
+        if !self.actor.starts_with("user:") {
+            return Ok(());
+        }
+        match self.factor_checked_at {
+            Some(at) if now - at <= STEP_UP_MICROS => Ok(()),
+            _ => Err(AccessError::StepUpRequired),
         }
     }
 
@@ -220,6 +241,9 @@ pub enum AccessError {
     Forbidden(Permission),
     #[error("a purpose must be 1-200 printable characters")]
     BadPurpose,
+    /// A signed-in user must confirm with a second factor first.
+    #[error("this action needs a second-factor check within the last 10 minutes: send a code of your authenticator app (or a recovery code) to POST /api/v1/auth/factor, then try again; a user without a second factor must enrol one first")]
+    StepUpRequired,
 }
 
 #[cfg(test)]
@@ -232,6 +256,19 @@ mod tests {
         p.permissions = parse_scopes("viewer").unwrap();
         assert_eq!(p.read_mode(None), Ok(ReadMode::Masked));
         assert_eq!(p.read_mode(Some("support")), Err(AccessError::Forbidden(Permission::ContactsRead)));
+    }
+
+    #[test]
+    fn step_up_is_asked_of_sessions_only_and_lasts_ten_minutes() {
+        let mut user = Principal::operator("ws");
+        assert_eq!(user.require_recent_factor(0), Ok(()), "the operator");
+        user.actor = "key:k1".into();
+        assert_eq!(user.require_recent_factor(0), Ok(()), "an API key");
+        user.actor = "user:u1".into();
+        assert_eq!(user.require_recent_factor(0), Err(AccessError::StepUpRequired), "never checked");
+        user.factor_checked_at = Some(1_000);
+        assert_eq!(user.require_recent_factor(1_000 + STEP_UP_MICROS), Ok(()));
+        assert_eq!(user.require_recent_factor(1_001 + STEP_UP_MICROS), Err(AccessError::StepUpRequired));
     }
 
     #[test]

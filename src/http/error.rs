@@ -199,6 +199,7 @@ impl From<VaultError> for ApiError {
                 ApiError::Forbidden(format!("this action needs the {} permission", p.as_str()))
             }
             VaultError::Forbidden(e @ AccessError::BadPurpose) => ApiError::invalid("purpose", e.to_string()),
+            VaultError::Forbidden(e @ AccessError::StepUpRequired) => ApiError::Forbidden(e.to_string()),
             VaultError::Invalid(errors) => ApiError::Invalid(errors),
             VaultError::BadRequest(detail) => ApiError::bad_request(detail),
             VaultError::Conflict(detail) => ApiError::Conflict(detail),
@@ -218,7 +219,9 @@ impl From<crate::vault::sessions::SessionError> for ApiError {
             SessionError::Invalid => ApiError::Unauthorized { presented: true },
             e @ (SessionError::FactorRequired | SessionError::FactorRefused) => ApiError::SecondFactor(e.to_string()),
             SessionError::Throttled { retry_after } => ApiError::TooManyRequests { retry_after },
-            e @ (SessionError::EnrolmentRequired | SessionError::PasswordChangeRequired) => ApiError::Forbidden(e.to_string()),
+            e @ (SessionError::EnrolmentRequired | SessionError::PasswordChangeRequired | SessionError::NoSecondFactor) => {
+                ApiError::Forbidden(e.to_string())
+            }
             SessionError::Vault(e) => e.into(),
         }
     }

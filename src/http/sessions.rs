@@ -227,18 +227,29 @@ fn expose_all<S: serde::Serializer>(codes: &[SecretString], s: S) -> Result<S::O
     seq.end()
 }
 
-/// Complete a sign-in with a second factor.
+/// The session's new CSRF token after a second-factor check.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct FactorVerified {
+    /// Send this in `X-Consentry-CSRF` from now on; the old one stopped with
+    /// the old session token.
+    pub csrf_token: String,
+}
+
+/// Confirm with a second factor: complete a sign-in, or step up.
 ///
-/// For a session that waits for its second factor (sign-in answered
-/// `second_factor_required: true`): a current code of the authenticator app
-/// (each works once) or an unused recovery code. The fifth wrong code ends the
-/// session. Needs the session cookie and its CSRF token.
+/// A current code of the authenticator app (each works once) or an unused
+/// recovery code. For a session that waits for its second factor (sign-in
+/// answered `second_factor_required: true`) this completes the sign-in; for a
+/// session in use it is the step-up that exports and security settings need
+/// within the last 10 minutes. Either way the session gets a new token (a new
+/// cookie) and a new CSRF token; the old ones stop. The fifth wrong code ends
+/// the session. Needs the session cookie and its CSRF token.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/factor",
     tag = "sessions",
     request_body = FactorCode,
-    responses((status = 204, description = "The session is usable now"), BodyErrors, CommonErrors),
+    responses((status = 200, description = "Confirmed; the new cookie is set", body = FactorVerified), BodyErrors, CommonErrors),
     security(("session" = []))
 )]
 pub async fn verify_factor(
@@ -246,12 +257,19 @@ pub async fn verify_factor(
     headers: HeaderMap,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<FactorCode>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let token = cookie_token(&headers).ok_or(ApiError::Unauthorized { presented: false })?;
     let (session, _, _) = state.vault.live_session(&token, ip).await?;
     require_csrf(&state, &headers, &session.workspace_id, &token).await?;
-    state.vault.verify_second_factor(&token, &body.code, ip).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let renewed = state.vault.verify_second_factor(&token, &body.code, ip).await?;
+    let max_age = ((renewed.expires_at - crate::store::now_micros()) / 1_000_000).max(0);
+    let cookie = session_cookie(renewed.token.expose_secret(), max_age)?;
+    let mut response = Json(FactorVerified {
+        csrf_token: renewed.csrf_token,
+    })
+    .into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(response)
 }
 
 /// Start enrolling an authenticator app.

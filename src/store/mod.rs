@@ -166,8 +166,10 @@ pub trait Store: Send + Sync + 'static {
     /// Ends one of a user's sessions; `false` (and no event) when it had ended.
     async fn end_session(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
 
-    /// Marks a session's second factor as checked.
-    async fn verify_session_factor(&self, session_id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<()>;
+    /// Marks a live session's second factor as checked at `at` (at sign-in or
+    /// as a step-up) and gives the session a new token (by its hash): a
+    /// privilege change. `Ended("session")` when the session has ended.
+    async fn verify_session_factor(&self, session_id: Uuid, new_token_hash: Vec<u8>, at: i64, audit: AuditDraft) -> StoreResult<()>;
     /// Counts a wrong second-factor code for a session, with its event, and ends
     /// the session at the `limit`-th; returns whether it ended.
     async fn fail_session_factor(&self, session_id: Uuid, limit: i64, at: i64, audit: AuditDraft) -> StoreResult<bool>;

@@ -79,6 +79,7 @@ impl Vault {
     /// Replaces the workspace's allowlist (`security:manage`); empty clears it.
     pub async fn set_workspace_allowlist(&self, p: &Principal, entries: &[String], confirm_lockout: bool) -> VaultResult<Vec<String>> {
         p.require(Permission::SecurityManage)?;
+        p.require_recent_factor(self.now())?;
         let list = parse(entries)?;
         refuse_lockout(p, &list, confirm_lockout, "the workspace's allowlist")?;
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "security.allowlist_changed")

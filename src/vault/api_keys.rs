@@ -239,6 +239,7 @@ impl Vault {
     /// the caller's own key too). One audit event lists every rotation.
     pub async fn rotate_all_api_keys(&self, p: &Principal, overlap: Option<&str>) -> VaultResult<Vec<(String, ApiKeyView, SecretString)>> {
         p.require(Permission::KeysManage)?;
+        p.require_recent_factor(self.now())?;
         let overlap = parse_overlap(overlap)?;
         let now = self.now();
         let live: Vec<ApiKeyRecord> = self
@@ -330,6 +331,7 @@ impl Vault {
             },
             ip_hash,
             ip,
+            factor_checked_at: None,
         })
     }
 }

@@ -87,6 +87,8 @@ impl Vault {
         p.require(Permission::ContactsExport)?;
         // An export hands out unmasked data, so it needs what an unmasked read needs.
         p.require(Permission::ContactsRead)?;
+        // A signed-in user confirms with their second factor first (step-up).
+        p.require_recent_factor(self.now())?;
         let purpose = parse_purpose_text(purpose)?;
         let list = self.get_list(p, list).await?;
         let keys = self.keys(&p.workspace_id).await?;

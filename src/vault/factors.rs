@@ -78,6 +78,15 @@ fn new_recovery_code() -> String {
     format!("{}-{}", &chars[..5], &chars[5..])
 }
 
+/// A session's new token after a second-factor check (its `Debug` hides it).
+#[derive(Debug)]
+pub struct RenewedSession {
+    pub token: SecretString,
+    pub csrf_token: String,
+    /// When the session ends at the latest (microseconds).
+    pub expires_at: i64,
+}
+
 impl Vault {
     fn unix_seconds(&self) -> u64 {
         u64::try_from(self.now() / 1_000_000).unwrap_or(0)
@@ -152,12 +161,26 @@ impl Vault {
         Ok(codes.into_iter().map(SecretString::from).collect())
     }
 
-    /// Completes a sign-in: checks a code of the user's authenticator, or one of
-    /// their recovery codes, for a session that waits for its second factor.
-    pub async fn verify_second_factor(&self, token: &str, code: &SecretString, ip: Option<std::net::IpAddr>) -> Result<(), SessionError> {
-        let (session, user, _) = self.live_session(token, ip).await?;
-        if !session.factor_required || session.factor_verified_at.is_some() {
-            return Ok(());
+    /// Checks a code of the user's authenticator, or one of their recovery
+    /// codes: for a session that waits for its second factor this completes the
+    /// sign-in; for a session in use it is the step-up that exports and security
+    /// settings need within 10 minutes. Either way the session gets a new token
+    /// (a privilege change), returned with its CSRF token; the old token stops.
+    pub async fn verify_second_factor(
+        &self,
+        token: &str,
+        code: &SecretString,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<RenewedSession, SessionError> {
+        let (session, user, ip_hash) = self.live_session(token, ip).await?;
+        let completing = session.factor_required && session.factor_verified_at.is_none();
+        if !completing {
+            if user.password_change_required {
+                return Err(SessionError::PasswordChangeRequired);
+            }
+            if !session.factor_required {
+                return Err(SessionError::NoSecondFactor);
+            }
         }
         let ws = session.workspace_id.clone();
         let keys = self.keys(&ws).await?;
@@ -191,12 +214,18 @@ impl Vault {
             Some(method) => {
                 let draft = AuditDraft::new(&ws, &actor, "user.second_factor_verified")
                     .target(format!("session:{}", session.id))
-                    .details(serde_json::json!({ "method": method }));
+                    .ip_hash(ip_hash)
+                    .details(serde_json::json!({ "method": method, "step_up": !completing }));
+                let renewed = super::sessions::new_session_token();
                 self.store
-                    .verify_session_factor(session.id, now, draft)
+                    .verify_session_factor(session.id, super::sessions::session_hash(&renewed), now, draft)
                     .await
                     .map_err(VaultError::from)?;
-                Ok(())
+                Ok(RenewedSession {
+                    csrf_token: super::sessions::csrf_of(&keys, &renewed),
+                    token: SecretString::from(renewed),
+                    expires_at: session.expires_at,
+                })
             }
             None => {
                 let draft = AuditDraft::new(&ws, &actor, "user.second_factor_failed")

@@ -69,6 +69,9 @@ pub enum SessionError {
     FactorRequired,
     #[error("the code is wrong or was used already")]
     FactorRefused,
+    /// A step-up asked of a user who has no second factor.
+    #[error("you have no second factor to confirm with: enrol an authenticator app first (POST /api/v1/auth/factors/totp)")]
+    NoSecondFactor,
     #[error("too many failed sign-ins; try again in {retry_after} seconds")]
     Throttled { retry_after: u64 },
     /// The workspace requires a second factor and the user has none yet.
@@ -131,7 +134,7 @@ pub(crate) fn session_hash(token: &str) -> Vec<u8> {
 }
 
 /// The user a session or a sign-in stands for, as a principal.
-fn principal_of(user: &UserRecord, ip_hash: Option<String>, ip: Option<std::net::IpAddr>) -> Principal {
+fn principal_of(user: &UserRecord, session: &SessionRecord, ip_hash: Option<String>, ip: Option<std::net::IpAddr>) -> Principal {
     Principal {
         workspace_id: user.workspace_id.clone(),
         actor: format!("user:{}", user.id),
@@ -143,6 +146,7 @@ fn principal_of(user: &UserRecord, ip_hash: Option<String>, ip: Option<std::net:
         },
         ip_hash,
         ip,
+        factor_checked_at: session.factor_verified_at,
     }
 }
 
@@ -267,10 +271,7 @@ impl Vault {
                 Err(e) => tracing::warn!(error = %e, "failed to rehash a password"),
             }
         }
-        let token = format!(
-            "{SESSION_PREFIX}{}",
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-        );
+        let token = new_session_token();
         let session = SessionRecord {
             id: Uuid::now_v7(),
             token_hash: session_hash(&token),
@@ -295,7 +296,7 @@ impl Vault {
             second_factor_required: session.factor_required,
             second_factor_enrolment_required: session.enrolment_required,
             password_change_required: user.password_change_required,
-            csrf_token: hex::encode(keys.token_hash("csrf", token.as_bytes())),
+            csrf_token: csrf_of(&keys, &token),
             token: SecretString::from(token),
             user: user_view(&keys, user)?,
         })
@@ -451,13 +452,13 @@ impl Vault {
                 tracing::warn!(error = %e, session = %session.id, "failed to record session activity");
             }
         }
-        Ok((principal_of(&user, ip_hash, ip), session))
+        Ok((principal_of(&user, &session, ip_hash, ip), session))
     }
 
     /// Whether `presented` is the CSRF token of the session with this token.
     pub async fn csrf_matches(&self, workspace_id: &str, token: &str, presented: &str) -> VaultResult<bool> {
         let keys = self.keys(workspace_id).await?;
-        let expected = hex::encode(keys.token_hash("csrf", token.as_bytes()));
+        let expected = csrf_of(&keys, token);
         Ok(expected.as_bytes().ct_eq(presented.trim().as_bytes()).into())
     }
 
@@ -485,7 +486,19 @@ impl Vault {
     }
 }
 
-/// The user behind a principal signed in with a session.
+/// A new session token: 256 random bits.
+pub(crate) fn new_session_token() -> String {
+    format!(
+        "{SESSION_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    )
+}
+
+/// The CSRF token of a session token: a keyed hash, never stored.
+pub(crate) fn csrf_of(keys: &crate::crypto::WorkspaceKeys, token: &str) -> String {
+    hex::encode(keys.token_hash("csrf", token.as_bytes()))
+}
+
 /// The user behind a principal signed in with a session; `what` names what only
 /// such a user has, for the refusal an API key gets.
 pub(crate) fn signed_in_user(p: &Principal, what: &str) -> VaultResult<Uuid> {
@@ -522,6 +535,7 @@ impl Vault {
     /// event; returns how many users must choose a new password.
     pub async fn reset_all_passwords(&self, p: &Principal) -> VaultResult<u64> {
         p.require(crate::access::Permission::SecurityManage)?;
+        p.require_recent_factor(self.now())?;
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "security.passwords_reset")
             .target("workspace")
             .ip_hash(p.ip_hash.clone());
@@ -576,6 +590,7 @@ impl Vault {
     /// workspace; users without one must enrol at their next sign-in.
     pub async fn set_second_factor_required(&self, p: &Principal, required: bool) -> VaultResult<bool> {
         p.require(crate::access::Permission::SecurityManage)?;
+        p.require_recent_factor(self.now())?;
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "security.second_factor_requirement_changed")
             .ip_hash(p.ip_hash.clone())
             .details(serde_json::json!({ "required": required }));

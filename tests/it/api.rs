@@ -1221,6 +1221,70 @@ mod sessions {
         (set_cookie, pair, body["csrf_token"].as_str().unwrap().to_string())
     }
 
+    /// The new cookie pair and CSRF token a second-factor check answers.
+    async fn renewed_session(response: reqwest::Response) -> (String, String) {
+        let set_cookie = response.headers().get(SET_COOKIE).unwrap().to_str().unwrap().to_string();
+        for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(set_cookie.contains(flag), "{flag} missing: {set_cookie}");
+        }
+        let pair = set_cookie.split(';').next().unwrap().to_string();
+        let body: Value = response.json().await.unwrap();
+        (pair, body["csrf_token"].as_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn security_settings_need_a_recent_second_factor_from_a_session() {
+        let app = spawn_app().await;
+        active_user(&app, "bram@example.com", "owner").await;
+        let (_, cookie, csrf) = sign_in(&app, "bram@example.com").await;
+        let with = |method: reqwest::Method, path: &str| {
+            app.client
+                .request(method, app.url(path))
+                .header(COOKIE, cookie.clone())
+                .header("X-Consentry-CSRF", csrf.clone())
+        };
+        for (method, path, body) in [
+            (reqwest::Method::PUT, "/api/v1/security/second-factor", json!({ "required": true })),
+            (
+                reqwest::Method::PUT,
+                "/api/v1/security/allowlist",
+                json!({ "allowlist": ["127.0.0.1"] }),
+            ),
+            (reqwest::Method::POST, "/api/v1/security/reset-passwords", json!({})),
+            (reqwest::Method::POST, "/api/v1/keys/rotate-all", json!({})),
+        ] {
+            let refused = with(method, path).json(&body).send().await.unwrap();
+            assert_eq!(refused.status(), 403, "{path}");
+            assert!(
+                refused
+                    .text()
+                    .await
+                    .unwrap()
+                    .contains("second-factor check within the last 10 minutes"),
+                "{path}"
+            );
+        }
+        // Without a second factor there is nothing to step up with.
+        let step_up = with(reqwest::Method::POST, "/api/v1/auth/factor")
+            .json(&json!({ "code": "123456" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(step_up.status(), 403);
+        assert!(step_up.text().await.unwrap().contains("enrol an authenticator app first"));
+        // Reading settings needs no step-up, and API keys are not sessions.
+        assert_eq!(with(reqwest::Method::GET, "/api/v1/security").send().await.unwrap().status(), 200);
+        let put = app
+            .client
+            .put(app.url("/api/v1/security/second-factor"))
+            .bearer_auth(&app.owner_key)
+            .json(&json!({ "required": false }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+    }
+
     /// A problem body without what differs per request.
     async fn problem_without_ids(response: reqwest::Response) -> (u16, Value) {
         let status = response.status().as_u16();
@@ -1478,8 +1542,41 @@ mod sessions {
         if old != code {
             assert_eq!(factor(old).await.unwrap().status(), 401, "a code two steps old");
         }
-        assert_eq!(factor(oathtool(&secret, 30).unwrap()).await.unwrap().status(), 204);
-        assert_eq!(sessions(pair.clone()).await.unwrap().status(), 200);
+        let verified = factor(oathtool(&secret, 30).unwrap()).await.unwrap();
+        assert_eq!(verified.status(), 200);
+        let (renewed, csrf3) = renewed_session(verified).await;
+        assert_ne!(renewed, pair);
+        assert_eq!(
+            sessions(pair.clone()).await.unwrap().status(),
+            401,
+            "a new token at the privilege change"
+        );
+        assert_eq!(sessions(renewed.clone()).await.unwrap().status(), 200);
+
+        // Exports need a second-factor check within 10 minutes: just done.
+        let list = app
+            .post("/api/v1/lists", &app.owner_key)
+            .json(&json!({ "name": "vip" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status(), 201);
+        let export = post(&renewed, &csrf3, "/api/v1/exports")
+            .json(&json!({ "list": "vip", "purpose": "backup" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(export.status(), 200, "{}", export.text().await.unwrap());
+        // A step-up with a recovery code renews the token again.
+        let stepped = post(&renewed, &csrf3, "/api/v1/auth/factor")
+            .json(&json!({ "code": recovery[2] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stepped.status(), 200);
+        let (again, _) = renewed_session(stepped).await;
+        assert_eq!(sessions(renewed.clone()).await.unwrap().status(), 401);
+        assert_eq!(sessions(again).await.unwrap().status(), 200);
 
         // A recovery code works once.
         let sign_in_pending = || async {
@@ -1503,7 +1600,7 @@ mod sessions {
             let csrf = r.json::<Value>().await.unwrap()["csrf_token"].as_str().unwrap().to_string();
             (pair, csrf)
         };
-        for expected in [204, 401] {
+        for expected in [200, 401] {
             let (pair, csrf) = sign_in_pending().await;
             let r = post(&pair, &csrf, "/api/v1/auth/factor")
                 .json(&json!({ "code": recovery[0].to_lowercase() }))
@@ -2046,7 +2143,8 @@ mod sessions {
             .send()
             .await
             .unwrap();
-        assert_eq!(verified.status(), 204);
+        assert_eq!(verified.status(), 200);
+        let (pair, _) = renewed_session(verified).await;
         assert_eq!(
             app.client
                 .get(app.url("/api/v1/lists"))

@@ -1774,18 +1774,24 @@ async fn second_factors_round_trip(b: &Backend) {
     waiting.factor_required = true;
     s.create_session(waiting.clone(), draft(&ws, "user.signed_in")).await.unwrap();
     let verified_at = now();
-    s.verify_session_factor(waiting.id, verified_at, draft(&ws, "user.second_factor_verified"))
+    s.verify_session_factor(waiting.id, vec![18; 32], verified_at, draft(&ws, "user.second_factor_verified"))
+        .await
+        .unwrap();
+    assert_eq!(s.find_session(&[8; 32]).await.unwrap(), None, "the old token stopped");
+    assert_eq!(
+        s.find_session(&[18; 32]).await.unwrap().unwrap().0.factor_verified_at,
+        Some(verified_at)
+    );
+    // A step-up checks again and renews again.
+    let stepped_at = verified_at + 60_000_000;
+    s.verify_session_factor(waiting.id, vec![28; 32], stepped_at, draft(&ws, "user.second_factor_verified"))
         .await
         .unwrap();
     assert_eq!(
-        s.find_session(&[8; 32]).await.unwrap().unwrap().0.factor_verified_at,
-        Some(verified_at)
+        s.find_session(&[28; 32]).await.unwrap().unwrap().0.factor_verified_at,
+        Some(stepped_at)
     );
-    assert!(matches!(
-        s.verify_session_factor(waiting.id, now(), draft(&ws, "user.second_factor_verified"))
-            .await,
-        Err(StoreError::Ended("session"))
-    ));
+
     let mut guessed = session_of(&user, 9);
     guessed.factor_required = true;
     s.create_session(guessed.clone(), draft(&ws, "user.signed_in")).await.unwrap();
@@ -1810,9 +1816,14 @@ async fn second_factors_round_trip(b: &Backend) {
         "the recovery codes went too"
     );
     assert!(
-        s.find_session(&[8; 32]).await.unwrap().unwrap().0.ended_at.is_some(),
+        s.find_session(&[28; 32]).await.unwrap().unwrap().0.ended_at.is_some(),
         "resetting ended the sessions"
     );
+    assert!(matches!(
+        s.verify_session_factor(waiting.id, vec![38; 32], now(), draft(&ws, "user.second_factor_verified"))
+            .await,
+        Err(StoreError::Ended("session"))
+    ));
     assert!(!s
         .remove_second_factors(&ws.id, user.id, now(), draft(&ws, "user.second_factor_reset"))
         .await

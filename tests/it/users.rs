@@ -151,6 +151,7 @@ mod rights {
             lists: ListScope::All,
             ip_hash: None,
             ip: None,
+            factor_checked_at: None,
         }
     }
 

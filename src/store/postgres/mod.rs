@@ -626,10 +626,10 @@ impl Store for PostgresStore {
         Ok(ended)
     }
 
-    async fn verify_session_factor(&self, session_id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+    async fn verify_session_factor(&self, session_id: Uuid, new_token_hash: Vec<u8>, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = begin!(c);
-        users::verify_session_factor(&*tx, session_id, at, &audit_draft).await?;
+        users::verify_session_factor(&*tx, session_id, &new_token_hash, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)
     }
 

@@ -366,11 +366,11 @@ async fn end_sessions_of<C: GenericClient>(c: &C, user: Uuid, at: i64) -> StoreR
     Ok(())
 }
 
-pub async fn verify_session_factor<C: GenericClient>(c: &C, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+pub async fn verify_session_factor<C: GenericClient>(c: &C, id: Uuid, token_hash: &[u8], at: i64, draft: &AuditDraft) -> StoreResult<()> {
     let n = c
         .execute(
-            "UPDATE sessions SET factor_verified_at = $2 WHERE id = $1 AND ended_at IS NULL AND factor_verified_at IS NULL",
-            &[&id.as_bytes().as_slice(), &at],
+            "UPDATE sessions SET factor_verified_at = $2, token_hash = $3 WHERE id = $1 AND ended_at IS NULL",
+            &[&id.as_bytes().as_slice(), &at, &token_hash],
         )
         .await
         .map_err(map_err)?;

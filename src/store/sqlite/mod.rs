@@ -520,8 +520,8 @@ impl Store for SqliteStore {
         self.write(move |c| users::end_session(c, &ws, user_id, id, at, &audit_draft)).await
     }
 
-    async fn verify_session_factor(&self, session_id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
-        self.write(move |c| users::verify_session_factor(c, session_id, at, &audit_draft))
+    async fn verify_session_factor(&self, session_id: Uuid, new_token_hash: Vec<u8>, at: i64, audit_draft: AuditDraft) -> StoreResult<()> {
+        self.write(move |c| users::verify_session_factor(c, session_id, &new_token_hash, at, &audit_draft))
             .await
     }
 

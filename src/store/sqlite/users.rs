@@ -307,11 +307,11 @@ fn end_sessions_of(c: &Connection, user: Uuid, at: i64) -> StoreResult<()> {
     Ok(())
 }
 
-pub fn verify_session_factor(c: &Connection, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<()> {
+pub fn verify_session_factor(c: &Connection, id: Uuid, token_hash: &[u8], at: i64, draft: &AuditDraft) -> StoreResult<()> {
     let n = c
         .execute(
-            "UPDATE sessions SET factor_verified_at = ?2 WHERE id = ?1 AND ended_at IS NULL AND factor_verified_at IS NULL",
-            params![id.as_bytes().as_slice(), at],
+            "UPDATE sessions SET factor_verified_at = ?2, token_hash = ?3 WHERE id = ?1 AND ended_at IS NULL",
+            params![id.as_bytes().as_slice(), at, token_hash],
         )
         .map_err(map_err)?;
     if n == 0 {
