@@ -14,7 +14,6 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
-use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
 use zeroize::Zeroizing;
 
@@ -164,13 +163,13 @@ pub enum Verified {
 }
 
 /// Hashes and verifies passwords with Argon2id. Each hash takes tens of
-/// milliseconds of CPU and `memory_kib` of memory, so hashing runs on blocking
-/// threads, at most `pool` at a time: a burst of logins cannot starve the server
-/// or exhaust its memory.
+/// milliseconds of CPU and `memory_kib` of memory, so hashing runs on a pool of
+/// its own threads, `pool` of them, at a lower scheduling priority: a burst of
+/// sign-ins cannot starve the requests that need no hash, or exhaust memory.
 pub struct PasswordHasher {
     cost: HashCost,
     params: Params,
-    pool: Arc<Semaphore>,
+    pool: Arc<HashPool>,
     /// A hash of a random password with the current costs (made on first need):
     /// verifying against it takes as long as against a real one, so unknown
     /// accounts answer as slowly.
@@ -185,18 +184,19 @@ impl PasswordHasher {
         Ok(PasswordHasher {
             cost,
             params,
-            pool: Arc::new(Semaphore::new(pool.max(1))),
+            pool: Arc::new(HashPool::new(pool.max(1))),
             dummy: Arc::new(OnceLock::new()),
         })
     }
 
-    /// OWASP's minimum costs (Argon2's defaults), one hash per CPU at a time.
+    /// OWASP's minimum costs (Argon2's defaults), one hashing thread per two CPUs
+    /// (at least one).
     pub fn standard() -> Self {
-        let pool = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let pool = (std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) / 2).max(1);
         PasswordHasher {
             cost: HashCost::default(),
             params: Params::DEFAULT,
-            pool: Arc::new(Semaphore::new(pool)),
+            pool: Arc::new(HashPool::new(pool)),
             dummy: Arc::new(OnceLock::new()),
         }
     }
@@ -246,14 +246,102 @@ impl PasswordHasher {
     }
 
     async fn on_pool<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        let permit = self.pool.clone().acquire_owned().await?;
-        let out = tokio::task::spawn_blocking(move || {
-            let out = f();
-            drop(permit);
-            out
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.pool.run(Box::new(move || {
+            // The caller may have gone (a closed connection); then the answer is dropped.
+            let _ = tx.send(f());
+        }))?;
+        rx.await.map_err(|_| anyhow::anyhow!("a password hashing thread stopped"))
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads password hashes run on, taking jobs in arrival order, started
+/// at the first hash. Two things keep a flood of sign-ins (wrong passwords
+/// included, which must be hashed too) from starving the requests that need no
+/// hash: on Linux the threads run at nice 10, so when the CPU is busy the rest
+/// of the server comes first; and while more hashes wait, each thread rests
+/// after a hash for as long as the hash took, so under a burst hashing takes at
+/// most half a CPU per thread and its memory traffic half the time. A lone
+/// sign-in is hashed at once, at full speed. The threads end with the hasher.
+struct HashPool {
+    threads: usize,
+    jobs: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// Jobs sent and not yet taken by a thread.
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The niceness of hashing threads (where the platform lets it be set).
+pub const HASHING_NICENESS: i32 = 10;
+
+impl HashPool {
+    fn new(threads: usize) -> Self {
+        HashPool {
+            threads,
+            jobs: std::sync::Mutex::new(None),
+            waiting: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        }
+    }
+
+    fn start(threads: usize, waiting: Arc<std::sync::atomic::AtomicUsize>) -> anyhow::Result<std::sync::mpsc::Sender<Job>> {
+        use std::sync::atomic::Ordering;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let (rx, waiting) = (rx.clone(), waiting.clone());
+            std::thread::Builder::new().name(format!("password-hash-{i}")).spawn(move || {
+                lower_priority();
+                loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(job) = job else { return };
+                    waiting.fetch_sub(1, Ordering::AcqRel);
+                    let started = std::time::Instant::now();
+                    job();
+                    if waiting.load(Ordering::Acquire) > 0 {
+                        std::thread::sleep(started.elapsed());
+                    }
+                }
+            })?;
+        }
+        Ok(tx)
+    }
+
+    fn run(&self, job: Job) -> anyhow::Result<()> {
+        let mut jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| anyhow::anyhow!("the password hashing pool is unusable"))?;
+        if jobs.is_none() {
+            *jobs = Some(Self::start(self.threads, self.waiting.clone())?);
+        }
+        self.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let sent = jobs
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the password hashing pool did not start"))?
+            .send(job);
+        sent.map_err(|_| {
+            self.waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            anyhow::anyhow!("the password hashing pool has stopped")
         })
-        .await?;
-        Ok(out)
+    }
+}
+
+/// Lowers the calling thread's scheduling priority to `HASHING_NICENESS`
+/// (best effort: a platform or sandbox that refuses leaves it as it is).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{set_current_thread_priority, ThreadPriority, ThreadPriorityValue};
+        // thread-priority maps 0..=99 linearly onto niceness 19..=-20; 22 is nice 10.
+        if let Ok(value) = ThreadPriorityValue::try_from(22u8) {
+            if let Err(e) = set_current_thread_priority(ThreadPriority::Crossplatform(value)) {
+                tracing::debug!(error = ?e, "could not lower the priority of a password hashing thread");
+            }
+        }
     }
 }
 
@@ -278,6 +366,31 @@ fn needs_rehash(parsed: &PasswordHash<'_>, cost: HashCost) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_on_threads_of_their_own_at_a_lower_priority() {
+        let hasher = PasswordHasher::new(HashCost::default(), 2).unwrap();
+        let (name, nice) = hasher
+            .on_pool(|| {
+                let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+                // Fields after the command name: state is field 3, nice field 19.
+                let rest = stat.rsplit_once(") ").map(|(_, r)| r.to_string()).unwrap_or_default();
+                let nice: i32 = rest.split(' ').nth(16).and_then(|n| n.parse().ok()).unwrap_or(0);
+                (std::thread::current().name().map(str::to_string), nice)
+            })
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref().map(|n| n.starts_with("password-hash-")), Some(true));
+        assert_eq!(nice, HASHING_NICENESS);
+        // Many at once finish, in any order, and the pool ends with the hasher.
+        let phc = hasher.hash(&SecretString::from("correct horse battery".to_string())).await.unwrap();
+        let password = SecretString::from("correct horse battery".to_string());
+        let checks = (0..8).map(|_| hasher.verify(&password, Some(&phc)));
+        for v in futures_util::future::join_all(checks).await {
+            assert!(matches!(v.unwrap(), Verified::Valid { .. }));
+        }
+    }
     use proptest::prelude::*;
 
     fn secret(s: &str) -> SecretString {

@@ -68,6 +68,7 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         users::remove_user,
         users::reset_second_factor,
         users::set_user_allowlist,
+        sessions::whoami,
         sessions::sign_in,
         sessions::sign_out,
         sessions::list_sessions,

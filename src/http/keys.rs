@@ -174,14 +174,14 @@ pub struct RotateKey {
 ///
 /// Makes a new key with the same name, permissions and lists (the token is in the
 /// answer, once); the old key keeps working for the overlap, so clients can switch
-/// without an outage.
+/// without an outage. A key rotating itself must give an overlap (409 without).
 #[utoipa::path(
     post,
     path = "/api/v1/keys/{id}/rotate",
     tag = "keys",
     params(("id" = String, Path, description = "Key id")),
     request_body = RotateKey,
-    responses((status = 201, description = "The new key and its token", body = CreatedKey), BodyErrors, CommonErrors),
+    responses((status = 201, description = "The new key and its token", body = CreatedKey), ConflictError, BodyErrors, CommonErrors),
     security(("bearer" = []), ("session" = []))
 )]
 pub async fn rotate_key(

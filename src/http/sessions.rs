@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/auth/me", get(whoami))
         .route("/auth/login", post(sign_in))
         .route("/auth/logout", post(sign_out))
         .route("/auth/sessions", get(list_sessions))
@@ -342,4 +343,39 @@ pub async fn change_password(
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0)?);
     Ok(response)
+}
+
+/// Who a request is made as.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Caller {
+    /// `key:<id>` for an API key, `user:<id>` for a signed-in user.
+    pub actor: String,
+    pub workspace_id: String,
+    /// Permissions held, sorted.
+    pub permissions: Vec<String>,
+    /// Lists the caller is limited to; empty: all lists.
+    pub lists: Vec<String>,
+}
+
+/// Who am I.
+///
+/// The API key or signed-in user a request is made as: its permissions and
+/// the lists it is limited to. Useful to check a key before using it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "sessions",
+    responses((status = 200, description = "The caller", body = Caller), CommonErrors),
+    security(("bearer" = []), ("session" = []))
+)]
+pub async fn whoami(Auth(p): Auth) -> Json<Caller> {
+    Json(Caller {
+        permissions: p.permissions.iter().map(|x| x.as_str().to_string()).collect(),
+        lists: match &p.lists {
+            crate::store::ListScope::All => Vec::new(),
+            crate::store::ListScope::Lists(ids) => ids.clone(),
+        },
+        actor: p.actor,
+        workspace_id: p.workspace_id,
+    })
 }

@@ -220,6 +220,11 @@ impl Vault {
             return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(missing)));
         }
         let overlap = parse_overlap(overlap)?;
+        if overlap == 0 && p.actor == format!("key:{}", old.id) {
+            return Err(VaultError::Conflict(
+                "a key rotating itself needs an overlap (such as 10m), or it would stop before the caller can switch to the new one".into(),
+            ));
+        }
         let now = self.now();
         let keys = self.keys(&p.workspace_id).await?;
         let (record, token) = self.successor(&keys, p, &old, now)?;

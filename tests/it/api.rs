@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 57] = [
+const OPERATIONS: [(&str, &str); 58] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -769,6 +769,7 @@ const OPERATIONS: [(&str, &str); 57] = [
     ("post", "/api/v1/auth/password"),
     ("post", "/api/v1/auth/factors/totp"),
     ("post", "/api/v1/auth/factors/totp/confirm"),
+    ("get", "/api/v1/auth/me"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/logout"),
     ("get", "/api/v1/auth/sessions"),
@@ -819,7 +820,7 @@ async fn openapi_document_lists_every_route() {
                 .iter()
                 .flat_map(|s| s.as_object().unwrap().keys().map(String::as_str))
                 .collect();
-            let expected: &[&str] = if path.starts_with("/api/v1/auth/") {
+            let expected: &[&str] = if path.starts_with("/api/v1/auth/") && !path.ends_with("/auth/me") {
                 &["session"]
             } else {
                 &["bearer", "session"]
@@ -1230,6 +1231,38 @@ mod sessions {
         let pair = set_cookie.split(';').next().unwrap().to_string();
         let body: Value = response.json().await.unwrap();
         (pair, body["csrf_token"].as_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn whoami_names_the_caller_its_permissions_and_lists() {
+        let app = spawn_app().await;
+        let me: Value = app
+            .get("/api/v1/auth/me", &app.owner_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(me["actor"].as_str().unwrap().starts_with("key:"), "{me}");
+        assert_eq!(me["workspace_id"], app.workspace_id.as_str());
+        assert_eq!(me["permissions"].as_array().unwrap().len(), 16);
+        assert_eq!(me["lists"], json!([]));
+        let id = active_user(&app, "lotte@example.com", "viewer").await;
+        let (_, cookie, _) = sign_in(&app, "lotte@example.com").await;
+        let me: Value = app
+            .client
+            .get(app.url("/api/v1/auth/me"))
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["actor"], format!("user:{id}"));
+        assert_eq!(me["permissions"], json!(["contacts:read_masked"]));
+        assert_eq!(app.client.get(app.url("/api/v1/auth/me")).send().await.unwrap().status(), 401);
     }
 
     #[tokio::test]
@@ -2260,6 +2293,18 @@ async fn a_rotated_key_overlaps_its_successor_for_the_window_given() {
         "an expired key is not rotated"
     );
     assert_eq!(rotate(&old_id, json!({ "overlap": "90d" })).await.unwrap().status(), 422);
+    // A key rotating itself must leave itself an overlap to switch in.
+    let me: Value = app
+        .get("/api/v1/auth/me", &app.owner_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let own_id = me["actor"].as_str().unwrap().trim_start_matches("key:").to_string();
+    assert_eq!(rotate(&own_id, json!({})).await.unwrap().status(), 409);
+    assert_eq!(lists(&app.owner_key).await.unwrap().status(), 200);
     let audit = app
         .get("/api/v1/audit?limit=100", &app.owner_key)
         .send()
