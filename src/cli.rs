@@ -103,6 +103,9 @@ pub enum Command {
     /// The workspace's security settings.
     #[command(subcommand)]
     Security(SecurityCmd),
+    /// Custom roles: named sets of permissions beside the built-in roles.
+    #[command(subcommand)]
+    Roles(RolesCmd),
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -297,6 +300,14 @@ pub enum UsersCmd {
     /// recovery codes are removed and their sessions end.
     #[command(name = "reset-2fa")]
     Reset2fa { id: String },
+    /// Give a user another role (built-in or custom) and lists; their sessions end.
+    SetRole {
+        id: String,
+        role: String,
+        /// Limit the user to these lists (all lists when left out).
+        #[arg(long, value_delimiter = ',')]
+        lists: Vec<String>,
+    },
     /// Show, set or clear the addresses a user may sign in and work from.
     Allowlist {
         id: String,
@@ -306,6 +317,26 @@ pub enum UsersCmd {
     /// Accept an invitation: reads the token, then the new password, one per line
     /// on standard input (never on the command line, where process lists show it).
     Accept,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolesCmd {
+    /// List the custom roles: name, then permissions.
+    List,
+    /// Define a role from permissions (and roles whose permissions it takes).
+    Create {
+        name: String,
+        #[arg(long)]
+        permissions: String,
+    },
+    /// Replace a role's permissions; the sessions of its users end.
+    Update {
+        name: String,
+        #[arg(long)]
+        permissions: String,
+    },
+    /// Delete a role no user holds.
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -907,6 +938,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     true => eprintln!("removed the second factor of user {id}; their sessions ended"),
                     false => eprintln!("user {id} had no second factor"),
                 },
+                UsersCmd::SetRole { id, role, lists } => show(&ctx.vault.set_user_role(&p, id, role, lists).await?),
                 UsersCmd::Allowlist { id, action } => {
                     let list = match action {
                         AllowlistCmd::Show => ctx.vault.get_user(&p, id).await?.allowlist,
@@ -944,6 +976,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => ctx.vault.second_factor_required(&p).await?,
             };
             println!("second factor {}", if required { "required" } else { "not required" });
+            ctx.vault.checkpoint(&ctx.workspace_id).await?;
+            Ok(0)
+        }
+        Command::Roles(cmd) => {
+            let ctx = open(&cli).await?;
+            let p = Principal::operator(&ctx.workspace_id);
+            let show = |r: &crate::vault::roles::RoleView| println!("{}\t{}", r.name, r.permissions.join(","));
+            match cmd {
+                RolesCmd::List => ctx.vault.list_roles(&p).await?.iter().for_each(show),
+                RolesCmd::Create { name, permissions } => show(&ctx.vault.create_role(&p, name, permissions).await?),
+                RolesCmd::Update { name, permissions } => show(&ctx.vault.update_role(&p, name, permissions).await?),
+                RolesCmd::Delete { name } => {
+                    ctx.vault.delete_role(&p, name).await?;
+                    eprintln!("deleted role {name}");
+                }
+            }
             ctx.vault.checkpoint(&ctx.workspace_id).await?;
             Ok(0)
         }

@@ -61,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .merge(http::keys::router())
         .merge(http::sessions::router())
         .merge(http::users::router())
+        .merge(http::roles::router())
         .merge(http::security::router())
         .merge(http::audit::router());
     Router::new()

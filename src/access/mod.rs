@@ -76,9 +76,18 @@ impl Permission {
     }
 }
 
+/// The built-in roles.
+pub const BUILT_IN_ROLES: [&str; 6] = ["owner", "admin", "marketer", "sender", "viewer", "auditor"];
+
 /// Expands a comma-separated list of permissions and role names (`owner`, `admin`,
 /// `marketer`, `sender`, `viewer`, `auditor`) into permissions.
 pub fn parse_scopes(raw: &str) -> Result<BTreeSet<Permission>, String> {
+    parse_scopes_with(raw, &[])
+}
+
+/// Like `parse_scopes`, also knowing a workspace's custom roles (name and
+/// permission names).
+pub fn parse_scopes_with(raw: &str, custom: &[(String, Vec<String>)]) -> Result<BTreeSet<Permission>, String> {
     use Permission::*;
     let mut out = BTreeSet::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -105,10 +114,17 @@ pub fn parse_scopes(raw: &str) -> Result<BTreeSet<Permission>, String> {
                     out.insert(p);
                     continue;
                 }
+                None if custom.iter().any(|(name, _)| name == other) => {
+                    for (_, perms) in custom.iter().filter(|(name, _)| name == other) {
+                        out.extend(perms.iter().filter_map(|p| Permission::parse(p)));
+                    }
+                    continue;
+                }
                 None => {
                     let known: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
                     return Err(format!(
-                        "unknown scope {other:?}: use a role (owner, admin, marketer, sender, viewer, auditor) or one of {}",
+                        "unknown scope {other:?}: use a role (owner, admin, marketer, sender, viewer, auditor{}) or one of {}",
+                        custom.iter().map(|(n, _)| format!(", {n}")).collect::<String>(),
                         known.join(", ")
                     ));
                 }

@@ -4,7 +4,7 @@
 //! external style or font, and a `Content-Security-Policy` that forbids loading any.
 
 use super::error::Problem;
-use super::{audit, consents, contacts, exports, imports, keys, lists, ops, security, sessions, users, AppState};
+use super::{audit, consents, contacts, exports, imports, keys, lists, ops, roles, security, sessions, users, AppState};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -68,6 +68,11 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         users::remove_user,
         users::reset_second_factor,
         users::set_user_allowlist,
+        roles::list_roles,
+        roles::create_role,
+        roles::update_role,
+        roles::delete_role,
+        roles::set_user_role,
         sessions::whoami,
         sessions::sign_in,
         sessions::sign_out,

@@ -206,6 +206,29 @@ pub trait Store: Send + Sync + 'static {
     /// Sets that requirement; `false` (and no event) when it was so already.
     async fn set_second_factor_required(&self, workspace_id: &str, required: bool, at: i64, audit: AuditDraft) -> StoreResult<bool>;
 
+    // Custom roles
+
+    /// A workspace's custom roles, by name.
+    async fn list_roles(&self, workspace_id: &str) -> StoreResult<Vec<RoleRecord>>;
+    /// `Conflict("role name")` when the workspace has a role of that name.
+    async fn create_role(&self, role: RoleRecord, audit: AuditDraft) -> StoreResult<()>;
+    /// Replaces a role's permissions and ends every session of the users who
+    /// hold it (a role change); `NotFound("role")` when there is no such role.
+    async fn update_role(&self, workspace_id: &str, name: &str, permissions: Vec<String>, at: i64, audit: AuditDraft) -> StoreResult<()>;
+    /// `NotFound("role")`, or `Conflict("role in use")` while a user holds it.
+    async fn delete_role(&self, workspace_id: &str, name: &str, audit: AuditDraft) -> StoreResult<()>;
+    /// Gives a user another role and lists, and ends all their sessions (a
+    /// privilege change); `NotFound("user")` when not the workspace's.
+    async fn set_user_role(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        role: String,
+        list_ids: Vec<String>,
+        at: i64,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+
     // Address allowlists
 
     /// The workspace's allowlist (canonical CIDR blocks; empty: any address).

@@ -399,3 +399,16 @@ pub enum AllowlistSubject {
     User(Uuid),
     Key(String),
 }
+
+/// A custom role: a named set of permissions of one workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleRecord {
+    pub workspace_id: String,
+    /// Lowercase letters, digits and hyphens; never a built-in role's name.
+    pub name: String,
+    /// Permission names (`contacts:read`, ...).
+    pub permissions: Vec<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}

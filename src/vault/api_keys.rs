@@ -2,7 +2,7 @@
 //! presented token. Only a keyed hash of the secret is stored.
 
 use super::{Vault, VaultError, VaultResult};
-use crate::access::{parse_scopes, Permission, Principal};
+use crate::access::{Permission, Principal};
 use crate::audit::{AuditDraft, Outcome};
 use crate::clock::rfc3339;
 use crate::crypto::{ApiKeySecret, ParsedApiKey};
@@ -132,7 +132,13 @@ impl Vault {
         if name.is_empty() || name.len() > 100 {
             return Err(VaultError::invalid("name", "a key name is 1-100 characters"));
         }
-        let perms = parse_scopes(scopes).map_err(|m| VaultError::invalid("scopes", m))?;
+        let perms = self.role_permissions(&p.workspace_id, scopes).await.map_err(|e| match e {
+            VaultError::Invalid(mut errors) => {
+                errors.iter_mut().for_each(|f| f.field = "scopes".into());
+                VaultError::Invalid(errors)
+            }
+            other => other,
+        })?;
         let list_ids = self.delegable(p, &perms, lists, "scopes").await?;
         let now = self.now();
         let lifetime = match expires_in {

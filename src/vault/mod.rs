@@ -11,6 +11,7 @@ pub mod contacts;
 pub mod exports;
 pub mod factors;
 pub mod lists;
+pub mod roles;
 pub mod security_report;
 pub mod sessions;
 pub mod users;

@@ -15,7 +15,7 @@ use super::allowlists::RefusedBy;
 use super::users::{user_email_index, user_view};
 use super::{Vault, VaultError, VaultResult};
 use crate::access::password::Verified;
-use crate::access::{parse_scopes, Principal};
+use crate::access::Principal;
 use crate::audit::{AuditDraft, Outcome};
 use crate::clock::rfc3339;
 use crate::crypto::random_bytes;
@@ -134,11 +134,17 @@ pub(crate) fn session_hash(token: &str) -> Vec<u8> {
 }
 
 /// The user a session or a sign-in stands for, as a principal.
-fn principal_of(user: &UserRecord, session: &SessionRecord, ip_hash: Option<String>, ip: Option<std::net::IpAddr>) -> Principal {
+fn principal_of(
+    user: &UserRecord,
+    permissions: std::collections::BTreeSet<crate::access::Permission>,
+    session: &SessionRecord,
+    ip_hash: Option<String>,
+    ip: Option<std::net::IpAddr>,
+) -> Principal {
     Principal {
         workspace_id: user.workspace_id.clone(),
         actor: format!("user:{}", user.id),
-        permissions: parse_scopes(&user.role).unwrap_or_default(),
+        permissions,
         lists: if user.list_ids.is_empty() {
             ListScope::All
         } else {
@@ -452,7 +458,17 @@ impl Vault {
                 tracing::warn!(error = %e, session = %session.id, "failed to record session activity");
             }
         }
-        Ok((principal_of(&user, &session, ip_hash, ip), session))
+        Ok((
+            principal_of(
+                &user,
+                // A custom role that no longer resolves grants nothing.
+                self.role_permissions(&user.workspace_id, &user.role).await.unwrap_or_default(),
+                &session,
+                ip_hash,
+                ip,
+            ),
+            session,
+        ))
     }
 
     /// Whether `presented` is the CSRF token of the session with this token.

@@ -6,7 +6,7 @@
 
 use super::{Vault, VaultError, VaultResult};
 use crate::access::password::check_policy;
-use crate::access::{parse_scopes, Permission, Principal};
+use crate::access::{Permission, Principal};
 use crate::audit::AuditDraft;
 use crate::clock::rfc3339;
 use crate::crypto::{random_bytes, WorkspaceKeys};
@@ -99,7 +99,7 @@ impl Vault {
     pub async fn invite_user(&self, p: &Principal, email: &str, role: &str, lists: &[String]) -> VaultResult<Invitation> {
         p.require(Permission::UsersManage)?;
         let address = EmailAddress::parse(email.trim()).map_err(|m| VaultError::invalid("email", m))?;
-        let perms = parse_scopes(role).map_err(|m| VaultError::invalid("role", m))?;
+        let perms = self.role_permissions(&p.workspace_id, role).await?;
         if perms.is_empty() {
             return Err(VaultError::invalid(
                 "role",
@@ -255,7 +255,9 @@ impl Vault {
                 "you cannot change your own account this way; ask another user manager".into(),
             ));
         }
-        let theirs = parse_scopes(&user.role).unwrap_or_default();
+        // A role that no longer resolves grants nothing, and anyone managing
+        // users may fix it.
+        let theirs = self.role_permissions(&p.workspace_id, &user.role).await.unwrap_or_default();
         if let Some(more) = theirs.iter().find(|x| !p.has(**x)) {
             return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(*more)));
         }

@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 58] = [
+const OPERATIONS: [(&str, &str); 63] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -765,6 +765,11 @@ const OPERATIONS: [(&str, &str); 58] = [
     ("post", "/api/v1/users/{id}/enable"),
     ("post", "/api/v1/users/{id}/reset-2fa"),
     ("put", "/api/v1/users/{id}/allowlist"),
+    ("put", "/api/v1/users/{id}/role"),
+    ("get", "/api/v1/roles"),
+    ("post", "/api/v1/roles"),
+    ("put", "/api/v1/roles/{name}"),
+    ("delete", "/api/v1/roles/{name}"),
     ("post", "/api/v1/auth/factor"),
     ("post", "/api/v1/auth/password"),
     ("post", "/api/v1/auth/factors/totp"),
@@ -1231,6 +1236,101 @@ mod sessions {
         let pair = set_cookie.split(';').next().unwrap().to_string();
         let body: Value = response.json().await.unwrap();
         (pair, body["csrf_token"].as_str().unwrap().to_string())
+    }
+
+    #[tokio::test]
+    async fn custom_roles_grant_what_they_name_and_a_change_ends_sessions() {
+        let app = &spawn_app().await;
+        let owner = &app.owner_key;
+        let made = app
+            .post("/api/v1/roles", owner)
+            .json(&json!({ "name": "support", "permissions": ["contacts:read_masked", "contacts:read"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201);
+        assert_eq!(made.headers()["location"], "/api/v1/roles/support");
+        for (body, status) in [
+            (json!({ "name": "support", "permissions": ["audit:read"] }), 409),
+            (json!({ "name": "viewer", "permissions": ["audit:read"] }), 422),
+            (json!({ "name": "Bad Name", "permissions": ["audit:read"] }), 422),
+            (json!({ "name": "empty", "permissions": [] }), 422),
+            (json!({ "name": "flying", "permissions": ["contacts:fly"] }), 422),
+        ] {
+            let r = app.post("/api/v1/roles", owner).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), status, "{body}");
+        }
+        // Only what one holds can go in a role; defining roles needs security:manage.
+        let admin = app.key_with_scopes("admin").await;
+        let r = app
+            .post("/api/v1/roles", &admin)
+            .json(&json!({ "name": "x", "permissions": ["contacts:read"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+        let roles: Value = app.get("/api/v1/roles", &admin).send().await.unwrap().json().await.unwrap();
+        assert_eq!(roles["items"][0]["name"], "support", "user managers see the roles");
+
+        let id = active_user(app, "sanne@example.com", "support").await;
+        let (_, cookie, _) = sign_in(app, "sanne@example.com").await;
+        let me = |cookie: String| async move {
+            let r = app
+                .client
+                .get(app.url("/api/v1/auth/me"))
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        };
+        let (status, body) = me(cookie.clone()).await;
+        assert_eq!(status, 200);
+        assert_eq!(body["permissions"], json!(["contacts:read_masked", "contacts:read"]));
+        // A role change ends its holders' sessions; the next one has the new permissions.
+        let changed = app
+            .client
+            .put(app.url("/api/v1/roles/support"))
+            .bearer_auth(owner)
+            .json(&json!({ "permissions": ["contacts:read_masked", "lists:manage"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), 200);
+        assert_eq!(me(cookie.clone()).await.0, 401);
+        let (_, cookie, _) = sign_in(app, "sanne@example.com").await;
+        assert_eq!(
+            me(cookie.clone()).await.1["permissions"],
+            json!(["contacts:read_masked", "lists:manage"])
+        );
+        let in_use = app.delete("/api/v1/roles/support", owner).send().await.unwrap();
+        assert_eq!(in_use.status(), 409);
+        // A user's role change ends their sessions too.
+        let set = app
+            .client
+            .put(app.url(&format!("/api/v1/users/{id}/role")))
+            .bearer_auth(owner)
+            .json(&json!({ "role": "viewer" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(set.status(), 200);
+        assert_eq!(set.json::<Value>().await.unwrap()["role"], "viewer");
+        assert_eq!(me(cookie).await.0, 401);
+        let above = app
+            .client
+            .put(app.url(&format!("/api/v1/users/{id}/role")))
+            .bearer_auth(&admin)
+            .json(&json!({ "role": "owner" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(above.status(), 422, "an admin cannot make an owner");
+        assert_eq!(app.delete("/api/v1/roles/support", owner).send().await.unwrap().status(), 204);
+        assert_eq!(app.delete("/api/v1/roles/support", owner).send().await.unwrap().status(), 404);
+        for action in ["role.created", "role.changed", "role.deleted", "user.role_changed"] {
+            assert_eq!(events(app, action).await.len(), 1, "{action}");
+        }
     }
 
     #[tokio::test]

@@ -20,8 +20,8 @@ use consentry::store::postgres::PostgresStore;
 use consentry::store::sqlite::SqliteStore;
 use consentry::store::{
     AllowlistSubject, ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, IdentifierKind, ImportCounts,
-    ImportJob, ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, SessionRecord, Store,
-    StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
+    ImportJob, ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, RoleRecord,
+    SessionRecord, Store, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
 };
 use consentry::vault::contacts::{open_row, seal_new, ContactPlain};
 use consentry::vault::Vault;
@@ -236,6 +236,7 @@ conformance!(
     allowlists_round_trip,
     recent_audit_filters_by_action_and_time,
     password_resets_and_key_rotations_cover_the_workspace,
+    custom_roles_round_trip,
     checkpoints_round_trip,
 );
 
@@ -2076,6 +2077,123 @@ async fn password_resets_and_key_rotations_cover_the_workspace(b: &Backend) {
     assert_eq!(head(b, &ws).await, before);
     assert!(s.find_api_key(&lost.id).await.unwrap().is_none(), "rolled back");
     assert_ne!(s.find_api_key(&n1.id).await.unwrap().unwrap().expires_at, Some(until));
+}
+
+/// Custom roles are created once per name and workspace, listed by name,
+/// changed with their holders' sessions ended (and no one else's), kept while
+/// held, and deleted; a user's role change ends their sessions.
+async fn custom_roles_round_trip(b: &Backend) {
+    let (ws, other) = (workspace(b, "t").await, workspace(b, "other").await);
+    let s = &b.store;
+    let role = |w: &Ws, name: &str, perms: &[&str]| RoleRecord {
+        workspace_id: w.id.clone(),
+        name: name.into(),
+        permissions: perms.iter().map(ToString::to_string).collect(),
+        created_by: "cli".into(),
+        created_at: now(),
+        updated_at: now(),
+    };
+    let support = role(&ws, "support", &["contacts:read_masked", "contacts:read"]);
+    s.create_role(support.clone(), draft(&ws, "role.created")).await.unwrap();
+    s.create_role(role(&ws, "desk", &["contacts:read_masked"]), draft(&ws, "role.created"))
+        .await
+        .unwrap();
+    let before = head(b, &ws).await;
+    expect_conflict(
+        s.create_role(role(&ws, "support", &["audit:read"]), draft(&ws, "role.created"))
+            .await,
+        "role name",
+    );
+    assert_eq!(head(b, &ws).await, before);
+    s.create_role(role(&other, "support", &["audit:read"]), draft(&other, "role.created"))
+        .await
+        .unwrap();
+    let names: Vec<String> = s.list_roles(&ws.id).await.unwrap().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["desk", "support"]);
+    assert_eq!(s.list_roles(&ws.id).await.unwrap()[1], support);
+
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".to_string();
+    let (holder, invite) = invited_user(&ws, 51, 3_600_000_000);
+    let holder = UserRecord {
+        role: "support".into(),
+        ..holder
+    };
+    s.create_user(holder.clone(), invite, draft(&ws, "user.invited")).await.unwrap();
+    s.accept_invitation(&[51; 32], hash.clone(), now(), draft(&ws, "user.invitation_accepted"))
+        .await
+        .unwrap();
+    let (mixed, invite) = invited_user(&ws, 52, 3_600_000_000);
+    let mixed = UserRecord {
+        role: "viewer,desk".into(),
+        ..mixed
+    };
+    s.create_user(mixed.clone(), invite, draft(&ws, "user.invited")).await.unwrap();
+    s.accept_invitation(&[52; 32], hash.clone(), now(), draft(&ws, "user.invitation_accepted"))
+        .await
+        .unwrap();
+    for (user, tag) in [(&holder, 53u8), (&mixed, 54u8)] {
+        s.create_session(session_of(user, tag), draft(&ws, "user.signed_in")).await.unwrap();
+    }
+    s.update_role(
+        &ws.id,
+        "support",
+        vec!["contacts:read_masked".into()],
+        now(),
+        draft(&ws, "role.changed"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(head(b, &ws).await.action, "role.changed");
+    assert_eq!(s.list_roles(&ws.id).await.unwrap()[1].permissions, ["contacts:read_masked"]);
+    assert!(
+        s.find_session(&[53; 32]).await.unwrap().unwrap().0.ended_at.is_some(),
+        "the holder's session ended"
+    );
+    assert_eq!(
+        s.find_session(&[54; 32]).await.unwrap().unwrap().0.ended_at,
+        None,
+        "not another role's"
+    );
+    expect_not_found(
+        s.update_role(&other.id, "desk", vec![], now(), draft(&other, "role.changed")).await,
+        "role",
+    );
+
+    // Held roles stay; a role change ends the user's sessions.
+    expect_conflict(s.delete_role(&ws.id, "desk", draft(&ws, "role.deleted")).await, "role in use");
+    s.set_user_role(
+        &ws.id,
+        mixed.id,
+        "viewer".into(),
+        vec!["lst_a".into()],
+        now(),
+        draft(&ws, "user.role_changed"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(head(b, &ws).await.action, "user.role_changed");
+    let changed = s.find_user(&ws.id, mixed.id).await.unwrap().unwrap();
+    assert_eq!(
+        (changed.role.as_str(), changed.list_ids.clone()),
+        ("viewer", vec!["lst_a".to_string()])
+    );
+    assert!(s.find_session(&[54; 32]).await.unwrap().unwrap().0.ended_at.is_some());
+    expect_not_found(
+        s.set_user_role(
+            &other.id,
+            mixed.id,
+            "viewer".into(),
+            vec![],
+            now(),
+            draft(&other, "user.role_changed"),
+        )
+        .await,
+        "user",
+    );
+    s.delete_role(&ws.id, "desk", draft(&ws, "role.deleted")).await.unwrap();
+    assert_eq!(head(b, &ws).await.action, "role.deleted");
+    expect_not_found(s.delete_role(&ws.id, "desk", draft(&ws, "role.deleted")).await, "role");
+    assert_eq!(s.list_roles(&other.id).await.unwrap().len(), 1, "the other workspace's role stays");
 }
 
 /// Recent events of some actions come newest first, from the time given, in

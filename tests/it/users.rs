@@ -583,3 +583,24 @@ fn allowlists_are_set_shown_and_cleared_from_the_command_line() {
         assert!(tail.contains(action), "{action}: {tail}");
     }
 }
+
+#[test]
+fn custom_roles_and_role_changes_from_the_command_line() {
+    let cli = Cli::init();
+    assert_eq!(
+        cli.ok(&["roles", "create", "desk", "--permissions", "viewer,audit:read"]).trim(),
+        "desk\tcontacts:read_masked,audit:read"
+    );
+    cli.ok(&["users", "add", "pim@example.com", "--role", "desk"]);
+    let listed = cli.ok(&["users", "list"]);
+    assert!(listed.contains("\tdesk\t"), "{listed}");
+    let id = listed.split('\t').next().unwrap().to_string();
+    let refused = cli.run(&["roles", "delete", "desk"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("users hold the role desk"), "{}", stderr(&refused));
+    assert!(cli.ok(&["users", "set-role", &id, "viewer"]).contains("\tviewer\t"));
+    cli.ok(&["roles", "update", "desk", "--permissions", "contacts:read_masked"]);
+    assert_eq!(cli.ok(&["roles", "list"]).trim(), "desk\tcontacts:read_masked");
+    cli.ok(&["roles", "delete", "desk"]);
+    assert_eq!(cli.ok(&["roles", "list"]), "");
+}

@@ -26,6 +26,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/postgres/0006_required_second_factor.sql")),
     (7, include_str!("../../../migrations/postgres/0007_allowlists.sql")),
     (8, include_str!("../../../migrations/postgres/0008_password_reset.sql")),
+    (9, include_str!("../../../migrations/postgres/0009_custom_roles.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -693,6 +694,53 @@ impl Store for PostgresStore {
         let changed = users::set_second_factor_required(&*tx, workspace_id, required, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(changed)
+    }
+
+    async fn list_roles(&self, workspace_id: &str) -> StoreResult<Vec<RoleRecord>> {
+        users::list_roles(&**self.client().await?, workspace_id).await
+    }
+
+    async fn create_role(&self, role: RoleRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::create_role(&*tx, &role, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn update_role(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        permissions: Vec<String>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::update_role(&*tx, workspace_id, name, &permissions, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn delete_role(&self, workspace_id: &str, name: &str, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::delete_role(&*tx, workspace_id, name, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn set_user_role(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        role: String,
+        list_ids: Vec<String>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::set_user_role(&*tx, workspace_id, user_id, &role, &list_ids, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
     }
 
     async fn workspace_allowlist(&self, workspace_id: &str) -> StoreResult<Vec<String>> {

@@ -23,6 +23,7 @@ const TABLES: &[&str] = &[
     "sessions",
     "user_totp",
     "user_recovery_codes",
+    "roles",
     "sign_in_failures",
     "attributes",
     "contacts",

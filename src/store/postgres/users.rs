@@ -3,7 +3,8 @@
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
 use crate::store::{
-    AllowlistSubject, InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
+    AllowlistSubject, InvitationRecord, RoleRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord,
+    UserStatus,
 };
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
@@ -745,4 +746,140 @@ pub async fn set_allowlist<C: GenericClient>(
     .map_err(map_err)?;
     audit::append(c, draft).await?;
     Ok(true)
+}
+
+/// Users whose role (a comma-separated list) names `$2`. Role names hold no
+/// LIKE wildcards (letters, digits and hyphens only).
+const HOLDS_ROLE: &str = "(role = $2 OR role LIKE $2 || ',%' OR role LIKE '%,' || $2 OR role LIKE '%,' || $2 || ',%')";
+
+pub async fn list_roles<C: GenericClient>(c: &C, ws: &str) -> StoreResult<Vec<RoleRecord>> {
+    let rows = c
+        .query(
+            "SELECT workspace_id, name, permissions, created_by, created_at, updated_at FROM roles WHERE workspace_id = $1 ORDER BY name",
+            &[&ws],
+        )
+        .await
+        .map_err(map_err)?;
+    rows.iter()
+        .map(|r| {
+            let perms: &str = r.try_get(2).map_err(map_err)?;
+            Ok(RoleRecord {
+                workspace_id: r.try_get(0).map_err(map_err)?,
+                name: r.try_get(1).map_err(map_err)?,
+                permissions: serde_json::from_str(perms).map_err(|_| malformed("role permissions"))?,
+                created_by: r.try_get(3).map_err(map_err)?,
+                created_at: r.try_get(4).map_err(map_err)?,
+                updated_at: r.try_get(5).map_err(map_err)?,
+            })
+        })
+        .collect()
+}
+
+pub async fn create_role<C: GenericClient>(c: &C, role: &RoleRecord, draft: &AuditDraft) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "INSERT INTO roles (workspace_id, name, permissions, created_by, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (workspace_id, name) DO NOTHING",
+            &[
+                &role.workspace_id,
+                &role.name,
+                &serde_json::to_string(&role.permissions).unwrap_or_else(|_| "[]".into()),
+                &role.created_by,
+                &role.created_at,
+                &role.updated_at,
+            ],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::Conflict { field: "role name" });
+    }
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn update_role<C: GenericClient>(
+    c: &C,
+    ws: &str,
+    name: &str,
+    permissions: &[String],
+    at: i64,
+    draft: &AuditDraft,
+) -> StoreResult<()> {
+    let json = serde_json::to_string(permissions).unwrap_or_else(|_| "[]".into());
+    let n = c
+        .execute(
+            "UPDATE roles SET permissions = $3, updated_at = $4 WHERE workspace_id = $1 AND name = $2",
+            &[&ws, &name, &json, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("role"));
+    }
+    c.execute(
+        &format!(
+            "UPDATE sessions SET ended_at = $3 WHERE ended_at IS NULL AND user_id IN
+             (SELECT id FROM users WHERE workspace_id = $1 AND {HOLDS_ROLE})"
+        ),
+        &[&ws, &name, &at],
+    )
+    .await
+    .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn delete_role<C: GenericClient>(c: &C, ws: &str, name: &str, draft: &AuditDraft) -> StoreResult<()> {
+    // Lock the role first so that a user cannot be given it meanwhile.
+    let found = c
+        .query_opt(
+            "SELECT 1 FROM roles WHERE workspace_id = $1 AND name = $2 FOR UPDATE",
+            &[&ws, &name],
+        )
+        .await
+        .map_err(map_err)?;
+    if found.is_none() {
+        return Err(StoreError::NotFound("role"));
+    }
+    let held = c
+        .query_opt(
+            &format!("SELECT 1 FROM users WHERE workspace_id = $1 AND {HOLDS_ROLE} LIMIT 1"),
+            &[&ws, &name],
+        )
+        .await
+        .map_err(map_err)?;
+    if held.is_some() {
+        return Err(StoreError::Conflict { field: "role in use" });
+    }
+    c.execute("DELETE FROM roles WHERE workspace_id = $1 AND name = $2", &[&ws, &name])
+        .await
+        .map_err(map_err)?;
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn set_user_role<C: GenericClient>(
+    c: &C,
+    ws: &str,
+    id: Uuid,
+    role: &str,
+    lists: &[String],
+    at: i64,
+    draft: &AuditDraft,
+) -> StoreResult<()> {
+    let json = serde_json::to_string(lists).unwrap_or_else(|_| "[]".into());
+    let n = c
+        .execute(
+            "UPDATE users SET role = $3, list_ids = $4, updated_at = $5 WHERE workspace_id = $1 AND id = $2",
+            &[&ws, &id.as_bytes().as_slice(), &role, &json, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    end_sessions_of(c, id, at).await?;
+    audit::append(c, draft).await?;
+    Ok(())
 }

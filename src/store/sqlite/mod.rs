@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../../migrations/sqlite/0006_required_second_factor.sql")),
     (7, include_str!("../../../migrations/sqlite/0007_allowlists.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_password_reset.sql")),
+    (9, include_str!("../../../migrations/sqlite/0009_custom_roles.sql")),
 ];
 const READERS: usize = 4;
 
@@ -575,6 +576,46 @@ impl Store for SqliteStore {
     async fn set_second_factor_required(&self, workspace_id: &str, required: bool, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
         let ws = workspace_id.to_string();
         self.write(move |c| users::set_second_factor_required(c, &ws, required, at, &audit_draft))
+            .await
+    }
+
+    async fn list_roles(&self, workspace_id: &str) -> StoreResult<Vec<RoleRecord>> {
+        self.read_point(|c| users::list_roles(c, workspace_id)).await
+    }
+
+    async fn create_role(&self, role: RoleRecord, audit_draft: AuditDraft) -> StoreResult<()> {
+        self.write(move |c| users::create_role(c, &role, &audit_draft)).await
+    }
+
+    async fn update_role(
+        &self,
+        workspace_id: &str,
+        name: &str,
+        permissions: Vec<String>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let (ws, name) = (workspace_id.to_string(), name.to_string());
+        self.write(move |c| users::update_role(c, &ws, &name, &permissions, at, &audit_draft))
+            .await
+    }
+
+    async fn delete_role(&self, workspace_id: &str, name: &str, audit_draft: AuditDraft) -> StoreResult<()> {
+        let (ws, name) = (workspace_id.to_string(), name.to_string());
+        self.write(move |c| users::delete_role(c, &ws, &name, &audit_draft)).await
+    }
+
+    async fn set_user_role(
+        &self,
+        workspace_id: &str,
+        user_id: Uuid,
+        role: String,
+        list_ids: Vec<String>,
+        at: i64,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::set_user_role(c, &ws, user_id, &role, &list_ids, at, &audit_draft))
             .await
     }
 

@@ -3,7 +3,8 @@
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
 use crate::store::{
-    AllowlistSubject, InvitationRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
+    AllowlistSubject, InvitationRecord, RoleRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord,
+    UserStatus,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
@@ -599,4 +600,121 @@ pub fn set_allowlist(
     .map_err(map_err)?;
     audit::append(c, draft)?;
     Ok(true)
+}
+
+/// Users whose role (a comma-separated list) names `role`. Role names hold no
+/// LIKE wildcards (letters, digits and hyphens only).
+const HOLDS_ROLE: &str = "(role = ?2 OR role LIKE ?2 || ',%' OR role LIKE '%,' || ?2 OR role LIKE '%,' || ?2 || ',%')";
+
+pub fn list_roles(c: &Connection, ws: &str) -> rusqlite::Result<Vec<RoleRecord>> {
+    let mut s = c.prepare_cached(
+        "SELECT workspace_id, name, permissions, created_by, created_at, updated_at FROM roles WHERE workspace_id = ?1 ORDER BY name",
+    )?;
+    let rows = s.query_map([ws], |r| {
+        let perms: String = r.get(2)?;
+        Ok(RoleRecord {
+            workspace_id: r.get(0)?,
+            name: r.get(1)?,
+            permissions: serde_json::from_str(&perms).map_err(|_| {
+                rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, "malformed role permissions".into())
+            })?,
+            created_by: r.get(3)?,
+            created_at: r.get(4)?,
+            updated_at: r.get(5)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub fn create_role(c: &Connection, role: &RoleRecord, draft: &AuditDraft) -> StoreResult<()> {
+    let exists = c
+        .query_row(
+            "SELECT 1 FROM roles WHERE workspace_id = ?1 AND name = ?2",
+            params![role.workspace_id, role.name],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(map_err)?;
+    if exists.is_some() {
+        return Err(StoreError::Conflict { field: "role name" });
+    }
+    c.execute(
+        "INSERT INTO roles (workspace_id, name, permissions, created_by, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            role.workspace_id,
+            role.name,
+            serde_json::to_string(&role.permissions).unwrap_or_else(|_| "[]".into()),
+            role.created_by,
+            role.created_at,
+            role.updated_at
+        ],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn update_role(c: &Connection, ws: &str, name: &str, permissions: &[String], at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE roles SET permissions = ?3, updated_at = ?4 WHERE workspace_id = ?1 AND name = ?2",
+            params![ws, name, serde_json::to_string(permissions).unwrap_or_else(|_| "[]".into()), at],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("role"));
+    }
+    c.execute(
+        &format!(
+            "UPDATE sessions SET ended_at = ?3 WHERE ended_at IS NULL AND user_id IN
+             (SELECT id FROM users WHERE workspace_id = ?1 AND {HOLDS_ROLE})"
+        ),
+        params![ws, name, at],
+    )
+    .map_err(map_err)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn delete_role(c: &Connection, ws: &str, name: &str, draft: &AuditDraft) -> StoreResult<()> {
+    let held = c
+        .query_row(
+            &format!("SELECT 1 FROM users WHERE workspace_id = ?1 AND {HOLDS_ROLE} LIMIT 1"),
+            params![ws, name],
+            |_| Ok(()),
+        )
+        .optional()
+        .map_err(map_err)?;
+    if held.is_some() {
+        return Err(StoreError::Conflict { field: "role in use" });
+    }
+    let n = c
+        .execute("DELETE FROM roles WHERE workspace_id = ?1 AND name = ?2", params![ws, name])
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("role"));
+    }
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn set_user_role(c: &Connection, ws: &str, id: Uuid, role: &str, lists: &[String], at: i64, draft: &AuditDraft) -> StoreResult<()> {
+    let n = c
+        .execute(
+            "UPDATE users SET role = ?3, list_ids = ?4, updated_at = ?5 WHERE workspace_id = ?1 AND id = ?2",
+            params![
+                ws,
+                id.as_bytes().as_slice(),
+                role,
+                serde_json::to_string(lists).unwrap_or_else(|_| "[]".into()),
+                at
+            ],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("user"));
+    }
+    end_sessions_of(c, id, at)?;
+    audit::append(c, draft)?;
+    Ok(())
 }
