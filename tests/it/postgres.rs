@@ -227,6 +227,130 @@ async fn servers_set_up_an_empty_database_once_when_they_start_together() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_ended_session_or_a_narrowed_allowlist_is_refused_by_every_server_at_once() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let master = master_hex();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key_file = dir_a.path().join("owner.key");
+    let out = consentry(dir_a.path(), &db, &master)
+        .args(["init", "--owner-key-file", key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    let owner = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    let a = start_server(dir_a.path(), &db, &master, dir_a.path().join("server.log")).await;
+    let b = start_server(dir_b.path(), &db, &master, dir_b.path().join("server.log")).await;
+    let client = reqwest::Client::new();
+    let invited: serde_json::Value = client
+        .post(format!("{}/api/v1/users", a.base))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "email": "wessel@example.com", "role": "marketer" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let user = invited["user"]["id"].as_str().unwrap().to_string();
+    let first = "vlinder kapstok zonnebril 7";
+    let r = client
+        .post(format!("{}/api/v1/invitations/accept", b.base))
+        .json(&serde_json::json!({ "token": invited["token"], "password": first }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sign_in = |base: String, password: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&serde_json::json!({ "email": "wessel@example.com", "password": password }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+            let csrf = r.json::<serde_json::Value>().await.unwrap()["csrf_token"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (cookie, csrf)
+        }
+    };
+    let lists = |base: String, cookie: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(format!("{base}/api/v1/lists"))
+                .header("Cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    // A password change on A ends the session on B at once.
+    let (cookie, csrf) = sign_in(a.base.clone(), first).await;
+    assert_eq!(lists(b.base.clone(), cookie.clone()).await, 200);
+    let second = "zeilboot tulpenveld molenwiek 4";
+    let r = client
+        .post(format!("{}/api/v1/auth/password", a.base))
+        .header("Cookie", &cookie)
+        .header("X-Consentry-CSRF", &csrf)
+        .json(&serde_json::json!({ "current_password": first, "new_password": second }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(lists(b.base.clone(), cookie).await, 401, "after a password change");
+
+    // A role change on B ends the session on A at once.
+    let (cookie, _) = sign_in(b.base.clone(), second).await;
+    assert_eq!(lists(a.base.clone(), cookie.clone()).await, 200);
+    let r = client
+        .put(format!("{}/api/v1/users/{user}/role", b.base))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "role": "viewer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(lists(a.base.clone(), cookie).await, 401, "after a role change");
+
+    // A workspace allowlist set on A shuts the session out on B at once (and
+    // clearing it from the command line lets it back in).
+    let (cookie, _) = sign_in(a.base.clone(), second).await;
+    let r = client
+        .put(format!("{}/api/v1/security/allowlist", a.base))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "allowlist": ["192.0.2.0/24"], "confirm_lockout": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(lists(b.base.clone(), cookie.clone()).await, 403);
+    let out = consentry(dir_b.path(), &db, &master)
+        .args(["security", "allowlist", "clear"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(lists(b.base.clone(), cookie.clone()).await, 200);
+
+    // Disabling on B ends the session on A at once.
+    let r = client
+        .post(format!("{}/api/v1/users/{user}/disable", b.base))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(lists(a.base.clone(), cookie).await, 401, "after a disable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_share_contacts_keys_and_one_audit_chain() {
     let Some(db) = TestDatabase::create().await else { return };
     let master = master_hex();
