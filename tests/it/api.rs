@@ -1334,6 +1334,67 @@ mod sessions {
     }
 
     #[tokio::test]
+    async fn a_list_scoped_user_finds_no_contact_outside_their_lists() {
+        let app = &spawn_app().await;
+        let owner = &app.owner_key;
+        for name in ["north", "south"] {
+            let r = app
+                .post("/api/v1/lists", owner)
+                .json(&json!({ "name": name }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+        let mut ids = Vec::new();
+        for (email, list) in [("noord@example.com", "north"), ("zuid@example.com", "south")] {
+            let c = app.create_contact(json!({ "email": email, "lists": [list] })).await;
+            ids.push(c["id"].as_str().unwrap().to_string());
+        }
+        let invited = app
+            .post("/api/v1/users", owner)
+            .json(&json!({ "email": "ruud@example.com", "role": "marketer", "lists": ["north"] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(invited.status(), 201);
+        let body: Value = invited.json().await.unwrap();
+        let accepted = app
+            .client
+            .post(app.url("/api/v1/invitations/accept"))
+            .json(&json!({ "token": body["token"], "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 200);
+        let (_, cookie, csrf) = sign_in(app, "ruud@example.com").await;
+        let get = |path: String| app.client.get(app.url(&path)).header(COOKIE, cookie.clone()).send();
+        assert_eq!(get(format!("/api/v1/contacts/{}", ids[0])).await.unwrap().status(), 200);
+        assert_eq!(get(format!("/api/v1/contacts/{}", ids[1])).await.unwrap().status(), 404);
+        let page: Value = get("/api/v1/contacts".into()).await.unwrap().json().await.unwrap();
+        let seen: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(seen, [ids[0].as_str()]);
+        let lookup = |email: &str| {
+            app.client
+                .post(app.url("/api/v1/contacts/lookup"))
+                .header(COOKIE, cookie.clone())
+                .header("X-Consentry-CSRF", csrf.clone())
+                .json(&json!({ "email": email }))
+                .send()
+        };
+        assert_eq!(lookup("noord@example.com").await.unwrap().status(), 200);
+        assert_eq!(lookup("zuid@example.com").await.unwrap().status(), 404);
+        assert_eq!(get("/api/v1/contacts?list=south".into()).await.unwrap().status(), 404);
+        let lists: Value = get("/api/v1/lists".into()).await.unwrap().json().await.unwrap();
+        assert_eq!(lists["items"].as_array().unwrap().len(), 1, "{lists}");
+    }
+
+    #[tokio::test]
     async fn whoami_names_the_caller_its_permissions_and_lists() {
         let app = spawn_app().await;
         let me: Value = app
