@@ -200,6 +200,15 @@ impl Principal {
         }
     }
 
+    /// Whether an account limited to `lists` (empty: every list) stays within
+    /// the lists this principal reaches.
+    pub fn covers_lists(&self, lists: &[String]) -> bool {
+        match &self.lists {
+            ListScope::All => true,
+            ListScope::Lists(mine) => !lists.is_empty() && lists.iter().all(|l| mine.contains(l)),
+        }
+    }
+
     /// Whether contacts are visible at all (masked or not).
     pub fn require_contact_read(&self) -> Result<(), AccessError> {
         if self.has(Permission::ContactsRead) || self.has(Permission::ContactsReadMasked) {
@@ -257,6 +266,9 @@ pub enum AccessError {
     Forbidden(Permission),
     #[error("a purpose must be 1-200 printable characters")]
     BadPurpose,
+    /// The account acted on reaches lists beyond the caller's.
+    #[error("this account reaches lists beyond yours, so you cannot manage it")]
+    OutOfScope,
     /// A signed-in user must confirm with a second factor first.
     #[error("this action needs a second-factor check within the last 10 minutes: send a code of your authenticator app (or a recovery code) to POST /api/v1/auth/factor, then try again; a user without a second factor must enrol one first")]
     StepUpRequired,

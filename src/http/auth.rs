@@ -245,7 +245,7 @@ impl StatedPurpose {
 fn purpose_error(e: AccessError) -> ApiError {
     match e {
         AccessError::BadPurpose => ApiError::invalid("X-Consentry-Purpose", e.to_string()),
-        e @ AccessError::StepUpRequired => ApiError::Forbidden(e.to_string()),
+        e @ (AccessError::StepUpRequired | AccessError::OutOfScope) => ApiError::Forbidden(e.to_string()),
         AccessError::Forbidden(p) => ApiError::Forbidden(format!(
             "unmasked data needs the {} permission; leave out the X-Consentry-Purpose header to get masked data",
             p.as_str()

@@ -170,7 +170,6 @@ impl ApiError {
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = %format!("{cause:#}"), "request failed");
-                eprintln!("DEBUG {cause:#}");
                 (
                     "internal",
                     "Internal server error",
@@ -199,7 +198,7 @@ impl From<VaultError> for ApiError {
                 ApiError::Forbidden(format!("this action needs the {} permission", p.as_str()))
             }
             VaultError::Forbidden(e @ AccessError::BadPurpose) => ApiError::invalid("purpose", e.to_string()),
-            VaultError::Forbidden(e @ AccessError::StepUpRequired) => ApiError::Forbidden(e.to_string()),
+            VaultError::Forbidden(e @ (AccessError::StepUpRequired | AccessError::OutOfScope)) => ApiError::Forbidden(e.to_string()),
             VaultError::Invalid(errors) => ApiError::Invalid(errors),
             VaultError::BadRequest(detail) => ApiError::bad_request(detail),
             VaultError::Conflict(detail) => ApiError::Conflict(detail),

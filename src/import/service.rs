@@ -997,6 +997,7 @@ impl Vault {
             .store
             .find_import(&p.workspace_id, id)
             .await?
+            .filter(|j| p.lists.allows_list(&j.list_id))
             .ok_or(VaultError::NotFound("import"))?;
         self.report(p, job, false).await
     }

@@ -102,6 +102,7 @@ impl Vault {
     ) -> VaultResult<Vec<String>> {
         p.require(Permission::UsersManage)?;
         let id = Uuid::parse_str(user.trim()).map_err(|_| VaultError::NotFound("user"))?;
+        self.user_in_reach(p, &id.to_string(), true).await?;
         let list = parse(entries)?;
         if p.actor == format!("user:{id}") {
             refuse_lockout(p, &list, confirm_lockout, "your own allowlist")?;
@@ -125,6 +126,9 @@ impl Vault {
         confirm_lockout: bool,
     ) -> VaultResult<Vec<String>> {
         p.require(Permission::KeysManage)?;
+        if p.actor != format!("key:{key}") {
+            self.managed_key(p, key).await?;
+        }
         let list = parse(entries)?;
         if p.actor == format!("key:{key}") {
             refuse_lockout(p, &list, confirm_lockout, "the allowlist of the key making this request")?;

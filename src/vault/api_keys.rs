@@ -188,9 +188,30 @@ impl Vault {
         Ok(((&record).into(), secret.token))
     }
 
+    /// The keys within the caller's lists (all of them for a caller with no limit).
     pub async fn list_api_keys(&self, p: &Principal) -> VaultResult<Vec<ApiKeyView>> {
         p.require(Permission::KeysManage)?;
-        Ok(self.store.list_api_keys(&p.workspace_id).await?.iter().map(Into::into).collect())
+        Ok(self
+            .store
+            .list_api_keys(&p.workspace_id)
+            .await?
+            .iter()
+            .filter(|k| p.covers_lists(&k.list_ids))
+            .map(Into::into)
+            .collect())
+    }
+
+    /// A key of the workspace within the principal's reach: none holding a
+    /// permission the principal lacks or reaching lists beyond the principal's.
+    pub(crate) async fn managed_key(&self, p: &Principal, id: &str) -> VaultResult<ApiKeyRecord> {
+        let key = self
+            .store
+            .find_api_key(id)
+            .await?
+            .filter(|k| k.workspace_id == p.workspace_id)
+            .ok_or(VaultError::NotFound("api key"))?;
+        reachable(p, &key)?;
+        Ok(key)
     }
 
     /// Revokes a key. A key cannot revoke itself, so a client cannot lock itself
@@ -203,6 +224,7 @@ impl Vault {
                 "a key cannot revoke itself: revoke it with another key or with `consentry keys revoke`".into(),
             ));
         }
+        self.managed_key(p, id).await?;
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.revoked")
             .target(format!("key:{id}"))
             .ip_hash(p.ip_hash.clone());
@@ -216,15 +238,7 @@ impl Vault {
     /// now), so clients can switch without an outage. One audit event.
     pub async fn rotate_api_key(&self, p: &Principal, id: &str, overlap: Option<&str>) -> VaultResult<(ApiKeyView, SecretString)> {
         p.require(Permission::KeysManage)?;
-        let old = self
-            .store
-            .find_api_key(id)
-            .await?
-            .filter(|k| k.workspace_id == p.workspace_id)
-            .ok_or(VaultError::NotFound("api key"))?;
-        if let Some(missing) = old.scopes.iter().filter_map(|s| Permission::parse(s)).find(|x| !p.has(*x)) {
-            return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(missing)));
-        }
+        let old = self.managed_key(p, id).await?;
         let overlap = parse_overlap(overlap)?;
         if overlap == 0 && p.actor == format!("key:{}", old.id) {
             return Err(VaultError::Conflict(
@@ -261,9 +275,7 @@ impl Vault {
             .filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|e| e > now))
             .collect();
         for old in &live {
-            if let Some(missing) = old.scopes.iter().filter_map(|s| Permission::parse(s)).find(|x| !p.has(*x)) {
-                return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(missing)));
-            }
+            reachable(p, old)?;
         }
         let keys = self.keys(&p.workspace_id).await?;
         let mut rotations = Vec::with_capacity(live.len());
@@ -379,6 +391,17 @@ impl Vault {
         };
         Ok((record, secret.token))
     }
+}
+
+/// Refuses a key holding a permission `p` lacks or reaching lists beyond `p`'s.
+fn reachable(p: &Principal, key: &ApiKeyRecord) -> VaultResult<()> {
+    if let Some(missing) = key.scopes.iter().filter_map(|s| Permission::parse(s)).find(|x| !p.has(*x)) {
+        return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(missing)));
+    }
+    if !p.covers_lists(&key.list_ids) {
+        return Err(VaultError::Forbidden(crate::access::AccessError::OutOfScope));
+    }
+    Ok(())
 }
 
 /// How long rotated keys keep working: `24h`, `30m`, at most 30 days; none or `0`: not at all.

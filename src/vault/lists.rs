@@ -133,9 +133,11 @@ impl Vault {
         if contacts.is_empty() || contacts.len() > 10_000 {
             return Err(VaultError::invalid("contacts", "give 1-10000 contact ids"));
         }
+        // Only contacts the caller can see: a list-limited caller cannot pull a
+        // contact of another list into its own.
         for c in &contacts {
             self.store
-                .find_contact(&p.workspace_id, *c, &ListScope::All)
+                .find_contact(&p.workspace_id, *c, &p.lists)
                 .await?
                 .ok_or(VaultError::NotFound("contact"))?;
         }

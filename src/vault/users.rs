@@ -200,6 +200,7 @@ impl Vault {
             .list_users(&p.workspace_id)
             .await?
             .iter()
+            .filter(|u| p.covers_lists(&u.list_ids))
             .map(|u| user_view(&keys, u))
             .collect()
     }
@@ -215,6 +216,11 @@ impl Vault {
     pub async fn set_user_enabled(&self, p: &Principal, id: &str, enabled: bool) -> VaultResult<UserView> {
         p.require(Permission::UsersManage)?;
         let user = self.managed_user(p, id).await?;
+        if !enabled && user.status == UserStatus::Invited {
+            return Err(VaultError::Conflict(
+                "this user has not accepted the invitation yet; remove them instead (`consentry users remove ID`), which voids the invitation".into(),
+            ));
+        }
         let (status, action) = match enabled {
             true => (UserStatus::Active, "user.enabled"),
             false => (UserStatus::Disabled, "user.disabled"),
@@ -244,6 +250,13 @@ impl Vault {
     /// A user the principal may manage: not themselves, and none holding a
     /// permission the principal lacks.
     pub(crate) async fn managed_user(&self, p: &Principal, id: &str) -> VaultResult<UserRecord> {
+        self.user_in_reach(p, id, false).await
+    }
+
+    /// A user within the principal's reach: none holding a permission the
+    /// principal lacks or limited to lists beyond the principal's; the principal
+    /// themselves only when `self_too`.
+    pub(crate) async fn user_in_reach(&self, p: &Principal, id: &str, self_too: bool) -> VaultResult<UserRecord> {
         let id = parse_user_id(id)?;
         let user = self
             .store
@@ -251,6 +264,9 @@ impl Vault {
             .await?
             .ok_or(VaultError::NotFound("user"))?;
         if p.actor == format!("user:{id}") {
+            if self_too {
+                return Ok(user);
+            }
             return Err(VaultError::Conflict(
                 "you cannot change your own account this way; ask another user manager".into(),
             ));
@@ -260,6 +276,9 @@ impl Vault {
         let theirs = self.role_permissions(&p.workspace_id, &user.role).await.unwrap_or_default();
         if let Some(more) = theirs.iter().find(|x| !p.has(**x)) {
             return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(*more)));
+        }
+        if !p.covers_lists(&user.list_ids) {
+            return Err(VaultError::Forbidden(crate::access::AccessError::OutOfScope));
         }
         Ok(user)
     }

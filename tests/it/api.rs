@@ -1395,6 +1395,53 @@ mod sessions {
     }
 
     #[tokio::test]
+    async fn an_invitee_is_removed_not_disabled() {
+        let app = &spawn_app().await;
+        let invited: Value = app
+            .post("/api/v1/users", &app.owner_key)
+            .json(&json!({ "email": "later@example.com", "role": "viewer" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = invited["user"]["id"].as_str().unwrap();
+        let refused = app
+            .post(&format!("/api/v1/users/{id}/disable"), &app.owner_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 409);
+        assert!(refused.text().await.unwrap().contains("remove them instead"));
+        let user: Value = app
+            .get(&format!("/api/v1/users/{id}"), &app.owner_key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(user["status"], "invited");
+        assert_eq!(
+            app.delete(&format!("/api/v1/users/{id}"), &app.owner_key)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            204
+        );
+        let accepted = app
+            .client
+            .post(app.url("/api/v1/invitations/accept"))
+            .json(&json!({ "token": invited["token"], "password": PASSWORD }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(accepted.status(), 404, "the invitation went with the user");
+    }
+
+    #[tokio::test]
     async fn whoami_names_the_caller_its_permissions_and_lists() {
         let app = spawn_app().await;
         let me: Value = app

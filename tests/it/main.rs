@@ -5,6 +5,7 @@ mod cli;
 mod crash;
 mod helpers;
 mod import;
+mod matrix;
 mod pg;
 mod plaintext;
 mod postgres;
