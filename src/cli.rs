@@ -853,13 +853,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                     for k in ctx.vault.list_api_keys(&p).await? {
                         let state = if k.revoked_at.is_some() { "revoked" } else { "active" };
                         println!(
-                            "{}\t{}\t{}\t{}\texpires {}\tlast used {}",
+                            "{}\t{}\t{}\t{}\texpires {}\tlast used {}{}",
                             k.id,
                             k.name,
                             state,
                             k.scopes.join(","),
                             k.expires_at.as_deref().unwrap_or("never"),
-                            k.last_used_at.as_deref().unwrap_or("never")
+                            k.last_used_at.as_deref().unwrap_or("never"),
+                            k.last_used_from.as_deref().map(|a| format!(" from {a}")).unwrap_or_default()
                         );
                     }
                 }

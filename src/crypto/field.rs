@@ -25,6 +25,8 @@ pub enum FieldName<'a> {
     UserEmail,
     /// A user's TOTP seed.
     TotpSecret,
+    /// The client address an API key was last used from.
+    ApiKeyAddress,
 }
 
 impl FieldName<'_> {
@@ -38,6 +40,7 @@ impl FieldName<'_> {
             FieldName::ConsentEvidence(id) => format!("consent_evidence:{id}"),
             FieldName::UserEmail => "user_email".into(),
             FieldName::TotpSecret => "totp_secret".into(),
+            FieldName::ApiKeyAddress => "api_key_address".into(),
         }
     }
 }

@@ -112,8 +112,9 @@ pub trait Store: Send + Sync + 'static {
         old_expires_at: i64,
         audit: AuditDraft,
     ) -> StoreResult<()>;
-    /// Records a key's last use (best effort, not audited).
-    async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()>;
+    /// Records a key's last use and, when given, the sealed client address of
+    /// it (best effort, not audited).
+    async fn touch_api_key(&self, id: &str, at: i64, from: Option<Vec<u8>>) -> StoreResult<()>;
 
     // Users
 

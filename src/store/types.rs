@@ -42,6 +42,8 @@ pub struct ApiKeyRecord {
     pub last_used_at: Option<i64>,
     /// Addresses (CIDR blocks) the key may be used from; empty means any.
     pub allowlist: Vec<String>,
+    /// The client address of the last use, sealed (see `vault::api_keys`).
+    pub last_used_from: Option<Vec<u8>>,
 }
 
 /// Whether a user may sign in.

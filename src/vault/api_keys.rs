@@ -22,6 +22,8 @@ pub struct ApiKeyView {
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub last_used_at: Option<String>,
+    /// The client address of the last use (recorded at most once a minute).
+    pub last_used_from: Option<String>,
     /// Addresses (CIDR blocks) the key may be used from; empty: any.
     pub allowlist: Vec<String>,
 }
@@ -38,6 +40,7 @@ impl From<&ApiKeyRecord> for ApiKeyView {
             expires_at: k.expires_at.map(rfc3339),
             revoked_at: k.revoked_at.map(rfc3339),
             last_used_at: k.last_used_at.map(rfc3339),
+            last_used_from: None,
             allowlist: k.allowlist.clone(),
         }
     }
@@ -174,6 +177,7 @@ impl Vault {
             revoked_at: None,
             last_used_at: None,
             allowlist,
+            last_used_from: None,
         };
         let draft = AuditDraft::new(&p.workspace_id, &p.actor, "api_key.created")
             .target(format!("key:{}", record.id))
@@ -191,13 +195,17 @@ impl Vault {
     /// The keys within the caller's lists (all of them for a caller with no limit).
     pub async fn list_api_keys(&self, p: &Principal) -> VaultResult<Vec<ApiKeyView>> {
         p.require(Permission::KeysManage)?;
+        let keys = self.keys(&p.workspace_id).await?;
         Ok(self
             .store
             .list_api_keys(&p.workspace_id)
             .await?
             .iter()
             .filter(|k| p.covers_lists(&k.list_ids))
-            .map(Into::into)
+            .map(|k| ApiKeyView {
+                last_used_from: k.last_used_from.as_deref().and_then(|sealed| open_address(&keys, &k.id, sealed)),
+                ..ApiKeyView::from(k)
+            })
             .collect())
     }
 
@@ -339,7 +347,14 @@ impl Vault {
         )
         .await?;
         if record.last_used_at.is_none_or(|t| now - t > 60_000_000) {
-            if let Err(e) = self.store.touch_api_key(&record.id, now).await {
+            let from = ip.and_then(|ip| match seal_address(&keys, &record.id, ip) {
+                Ok(sealed) => Some(sealed),
+                Err(e) => {
+                    tracing::warn!(error = %e, key = %record.id, "failed to seal a key's last address");
+                    None
+                }
+            });
+            if let Err(e) = self.store.touch_api_key(&record.id, now, from).await {
                 tracing::warn!(error = %e, key = %record.id, "failed to record key use");
             }
         }
@@ -388,9 +403,42 @@ impl Vault {
             revoked_at: None,
             last_used_at: None,
             allowlist: old.allowlist.clone(),
+            last_used_from: None,
         };
         Ok((record, secret.token))
     }
+}
+
+/// The record id an API key's sealed fields are bound to.
+fn key_record_id(key_id: &str) -> [u8; 16] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("api_key:{key_id}").as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+/// Seals a client address for `last_used_from`: a fresh record key sealed by
+/// the workspace's data-encryption key (64 bytes), then the address sealed by
+/// it, bound to the key's id and the field's name.
+fn seal_address(keys: &crate::crypto::WorkspaceKeys, key_id: &str, ip: std::net::IpAddr) -> VaultResult<Vec<u8>> {
+    let (cipher, sealed_key) = crate::crypto::ContactCipher::create(keys, key_record_id(key_id))?;
+    let mut out = sealed_key.0;
+    out.extend(cipher.seal(crate::crypto::FieldName::ApiKeyAddress, ip.to_canonical().to_string().as_bytes())?);
+    Ok(out)
+}
+
+/// Opens a sealed `last_used_from`; a value that does not open (copied from
+/// another key, altered) is reported and not shown.
+fn open_address(keys: &crate::crypto::WorkspaceKeys, key_id: &str, sealed: &[u8]) -> Option<String> {
+    let opened = (sealed.len() > 64)
+        .then(|| crate::crypto::ContactCipher::open(keys, key_record_id(key_id), &sealed[..64]).ok())
+        .flatten()
+        .and_then(|cipher| cipher.open_text(crate::crypto::FieldName::ApiKeyAddress, &sealed[64..]).ok());
+    if opened.is_none() {
+        tracing::warn!(key = %key_id, "the stored last address of an API key failed its integrity check; not shown");
+    }
+    opened
 }
 
 /// Refuses a key holding a permission `p` lacks or reaching lists beyond `p`'s.

@@ -2501,6 +2501,37 @@ async fn a_rotated_key_overlaps_its_successor_for_the_window_given() {
         "an expired key is not rotated"
     );
     assert_eq!(rotate(&old_id, json!({ "overlap": "90d" })).await.unwrap().status(), 422);
+    // The last use is shown with its client address, which is stored only sealed.
+    let listed: Value = app.get("/api/v1/keys", &app.owner_key).send().await.unwrap().json().await.unwrap();
+    let used = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == old_id.as_str())
+        .unwrap();
+    assert!(used["last_used_at"].is_string(), "{used}");
+    assert_eq!(used["last_used_from"], "127.0.0.1", "{used}");
+    if !crate::pg::http_suite_on_postgres() {
+        let db = rusqlite::Connection::open(app.data_dir.path().join("consentry.db")).unwrap();
+        let sealed: Vec<u8> = db
+            .query_row("SELECT last_used_from FROM api_keys WHERE id = ?1", [&old_id], |r| r.get(0))
+            .unwrap();
+        assert!(sealed.len() > 64 && !crate::support::contains(&sealed, "127.0.0.1"));
+        // Copied onto another key, it does not open there.
+        db.execute(
+            "UPDATE api_keys SET last_used_from = ?1 WHERE id = ?2",
+            rusqlite::params![sealed, new_id],
+        )
+        .unwrap();
+        let listed: Value = app.get("/api/v1/keys", &app.owner_key).send().await.unwrap().json().await.unwrap();
+        let moved = listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == new_id.as_str())
+            .unwrap();
+        assert!(moved["last_used_from"].is_null(), "{moved}");
+    }
     // A key rotating itself must leave itself an overlap to switch in.
     let me: Value = app
         .get("/api/v1/auth/me", &app.owner_key)

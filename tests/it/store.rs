@@ -350,6 +350,7 @@ fn api_key(ws: &Ws, name: &str, list_ids: &[&str]) -> ApiKeyRecord {
         revoked_at: None,
         last_used_at: None,
         allowlist: vec![],
+        last_used_from: None,
     }
 }
 
@@ -1391,9 +1392,12 @@ async fn api_keys_round_trip(b: &Backend) {
     );
 
     let (used, used_again, revoked) = (now(), now() + 1, now() + 2);
-    s.touch_api_key(&first.id, used).await.unwrap();
-    assert_eq!(s.find_api_key(&first.id).await.unwrap().unwrap().last_used_at, Some(used));
-    s.touch_api_key(&first.id, used_again).await.unwrap();
+    s.touch_api_key(&first.id, used, Some(vec![7; 80])).await.unwrap();
+    let touched = s.find_api_key(&first.id).await.unwrap().unwrap();
+    assert_eq!((touched.last_used_at, touched.last_used_from), (Some(used), Some(vec![7; 80])));
+    // A use without an address keeps the last address known.
+    s.touch_api_key(&first.id, used_again, None).await.unwrap();
+    assert_eq!(s.find_api_key(&first.id).await.unwrap().unwrap().last_used_from, Some(vec![7; 80]));
     assert!(s
         .revoke_api_key(&ws.id, &first.id, revoked, draft(&ws, "api_key.revoked"))
         .await
@@ -1409,6 +1413,7 @@ async fn api_keys_round_trip(b: &Backend) {
     let after = s.find_api_key(&first.id).await.unwrap().unwrap();
     let expected = ApiKeyRecord {
         last_used_at: Some(used_again),
+        last_used_from: Some(vec![7; 80]),
         revoked_at: Some(revoked),
         ..first.clone()
     };

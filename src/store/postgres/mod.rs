@@ -27,6 +27,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../../migrations/postgres/0007_allowlists.sql")),
     (8, include_str!("../../../migrations/postgres/0008_password_reset.sql")),
     (9, include_str!("../../../migrations/postgres/0009_custom_roles.sql")),
+    (10, include_str!("../../../migrations/postgres/0010_key_last_address.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -218,7 +219,7 @@ impl PostgresStore {
 
 async fn insert_api_key<C: tokio_postgres::GenericClient>(c: &C, key: &ApiKeyRecord) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"),
+        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"),
         &[
             &key.id,
             &key.workspace_id,
@@ -232,6 +233,7 @@ async fn insert_api_key<C: tokio_postgres::GenericClient>(c: &C, key: &ApiKeyRec
             &key.revoked_at,
             &key.last_used_at,
             &serde_json::to_string(&key.allowlist).unwrap_or_else(|_| "[]".into()),
+            &key.last_used_from,
         ],
     )
     .await
@@ -284,11 +286,12 @@ fn api_key_from_row(r: &tokio_postgres::Row) -> ApiKeyRecord {
         revoked_at: r.get(9),
         last_used_at: r.get(10),
         allowlist: serde_json::from_str(r.get::<_, &str>(11)).unwrap_or_default(),
+        last_used_from: r.get(12),
     }
 }
 
 const API_KEY_COLUMNS: &str =
-    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist";
+    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist, last_used_from";
 
 /// Opens a transaction on a pooled connection: `let mut c = ...; let tx = begin!(c);`.
 macro_rules! begin {
@@ -511,11 +514,13 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()> {
+    async fn touch_api_key(&self, id: &str, at: i64, from: Option<Vec<u8>>) -> StoreResult<()> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE api_keys SET last_used_at = GREATEST(COALESCE(last_used_at, $2), $2) WHERE id = $1",
-            &[&id, &at],
+            "UPDATE api_keys SET last_used_at = GREATEST(COALESCE(last_used_at, $2), $2),
+                 last_used_from = CASE WHEN $3::bytea IS NOT NULL AND $2 >= COALESCE(last_used_at, $2) THEN $3 ELSE last_used_from END
+             WHERE id = $1",
+            &[&id, &at, &from],
         )
         .await
         .map_err(map_err)?;

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../../migrations/sqlite/0007_allowlists.sql")),
     (8, include_str!("../../../migrations/sqlite/0008_password_reset.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_custom_roles.sql")),
+    (10, include_str!("../../../migrations/sqlite/0010_key_last_address.sql")),
 ];
 const READERS: usize = 4;
 
@@ -164,7 +165,7 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 
 fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
     c.execute(
-        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!("INSERT INTO api_keys ({API_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
         params![
             key.id,
             key.workspace_id,
@@ -177,7 +178,8 @@ fn insert_api_key(c: &Connection, key: &ApiKeyRecord) -> StoreResult<()> {
             key.expires_at,
             key.revoked_at,
             key.last_used_at,
-            serde_json::to_string(&key.allowlist).unwrap_or_else(|_| "[]".into())
+            serde_json::to_string(&key.allowlist).unwrap_or_else(|_| "[]".into()),
+            key.last_used_from
         ],
     )
     .map_err(map_err)?;
@@ -242,11 +244,12 @@ fn api_key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         revoked_at: r.get(9)?,
         last_used_at: r.get(10)?,
         allowlist: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+        last_used_from: r.get(12)?,
     })
 }
 
 const API_KEY_COLUMNS: &str =
-    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist";
+    "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist, last_used_from";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -421,11 +424,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn touch_api_key(&self, id: &str, at: i64) -> StoreResult<()> {
+    async fn touch_api_key(&self, id: &str, at: i64, from: Option<Vec<u8>>) -> StoreResult<()> {
         let id = id.to_string();
         self.write(move |c| {
-            c.execute("UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1", params![id, at])
-                .map_err(map_err)?;
+            c.execute(
+                "UPDATE api_keys SET last_used_at = ?2, last_used_from = COALESCE(?3, last_used_from) WHERE id = ?1",
+                params![id, at, from],
+            )
+            .map_err(map_err)?;
             Ok(())
         })
         .await
