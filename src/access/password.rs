@@ -300,7 +300,11 @@ impl HashPool {
                     let Ok(job) = job else { return };
                     waiting.fetch_sub(1, Ordering::AcqRel);
                     let started = std::time::Instant::now();
-                    job();
+                    // A job that panics drops its answer (its caller gets an
+                    // error) and leaves the thread serving the others.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                        tracing::error!("a password hashing job panicked");
+                    }
                     if waiting.load(Ordering::Acquire) > 0 {
                         std::thread::sleep(started.elapsed());
                     }
