@@ -319,15 +319,12 @@ impl HashPool {
             .jobs
             .lock()
             .map_err(|_| anyhow::anyhow!("the password hashing pool is unusable"))?;
-        if jobs.is_none() {
-            *jobs = Some(Self::start(self.threads, self.waiting.clone())?);
-        }
+        let jobs = match &mut *jobs {
+            Some(tx) => tx,
+            empty => empty.insert(Self::start(self.threads, self.waiting.clone())?),
+        };
         self.waiting.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        let sent = jobs
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("the password hashing pool did not start"))?
-            .send(job);
-        sent.map_err(|_| {
+        jobs.send(job).map_err(|_| {
             self.waiting.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             anyhow::anyhow!("the password hashing pool has stopped")
         })

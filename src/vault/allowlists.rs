@@ -52,22 +52,40 @@ impl Vault {
         ip: Option<IpAddr>,
         ip_hash: Option<&String>,
     ) -> VaultResult<()> {
+        self.check_workspace_address(workspace_id, subject, ip, ip_hash).await?;
+        if !allows(own, ip) {
+            return Err(self.refuse_address(workspace_id, subject, own_kind, ip_hash).await);
+        }
+        Ok(())
+    }
+
+    /// The workspace's part of `check_address` alone.
+    pub(crate) async fn check_workspace_address(
+        &self,
+        workspace_id: &str,
+        subject: &str,
+        ip: Option<IpAddr>,
+        ip_hash: Option<&String>,
+    ) -> VaultResult<()> {
         let workspace = Allowlist::from_stored(&self.store.workspace_allowlist(workspace_id).await?);
-        let refused = if !workspace.permits(ip) {
-            Some(RefusedBy::Workspace)
-        } else if !allows(own, ip) {
-            Some(own_kind)
-        } else {
-            None
-        };
-        let Some(by) = refused else { return Ok(()) };
+        if !workspace.permits(ip) {
+            return Err(self.refuse_address(workspace_id, subject, RefusedBy::Workspace, ip_hash).await);
+        }
+        Ok(())
+    }
+
+    /// Records `auth.address_refused` and answers the refusal (or the audit
+    /// failure, which refuses too).
+    pub(crate) async fn refuse_address(&self, workspace_id: &str, subject: &str, by: RefusedBy, ip_hash: Option<&String>) -> VaultError {
         let draft = AuditDraft::new(workspace_id, "anonymous", "auth.address_refused")
             .target(subject.to_string())
             .outcome(Outcome::Denied)
             .ip_hash(ip_hash.cloned())
             .details(serde_json::json!({ "allowlist": by.as_str() }));
-        self.store.record_audit(draft).await?;
-        Err(VaultError::AddressRefused(by))
+        match self.store.record_audit(draft).await {
+            Ok(_) => VaultError::AddressRefused(by),
+            Err(e) => e.into(),
+        }
     }
 
     /// The workspace's allowlist (`security:manage`).

@@ -135,13 +135,7 @@ impl Vault {
         if name.is_empty() || name.len() > 100 {
             return Err(VaultError::invalid("name", "a key name is 1-100 characters"));
         }
-        let perms = self.role_permissions(&p.workspace_id, scopes).await.map_err(|e| match e {
-            VaultError::Invalid(mut errors) => {
-                errors.iter_mut().for_each(|f| f.field = "scopes".into());
-                VaultError::Invalid(errors)
-            }
-            other => other,
-        })?;
+        let perms = self.role_permissions(&p.workspace_id, scopes, "scopes").await?;
         let list_ids = self.delegable(p, &perms, lists, "scopes").await?;
         let now = self.now();
         let lifetime = match expires_in {

@@ -58,8 +58,8 @@ fn role_name(raw: &str) -> VaultResult<String> {
 
 impl Vault {
     /// Expands a role (built-in or custom), or a comma-separated mix of roles and
-    /// permissions, into permissions for workspace `ws`.
-    pub(crate) async fn role_permissions(&self, ws: &str, raw: &str) -> VaultResult<BTreeSet<Permission>> {
+    /// permissions, into permissions for workspace `ws`; a refusal names `field`.
+    pub(crate) async fn role_permissions(&self, ws: &str, raw: &str, field: &str) -> VaultResult<BTreeSet<Permission>> {
         if let Ok(perms) = parse_scopes(raw) {
             return Ok(perms);
         }
@@ -70,7 +70,16 @@ impl Vault {
             .into_iter()
             .map(|r| (r.name, r.permissions))
             .collect();
-        parse_scopes_with(raw, &custom).map_err(|m| VaultError::invalid("role", m))
+        parse_scopes_with(raw, &custom).map_err(|m| VaultError::invalid(field, m))
+    }
+
+    /// The permissions a stored role grants: none when it no longer resolves (a
+    /// deleted custom role), so it fails closed; a store failure is an error.
+    pub(crate) async fn granted_by_role(&self, ws: &str, raw: &str) -> VaultResult<BTreeSet<Permission>> {
+        match self.role_permissions(ws, raw, "role").await {
+            Err(VaultError::Invalid(_)) => Ok(BTreeSet::new()),
+            other => other,
+        }
     }
 
     /// The workspace's custom roles (`users:manage` or `security:manage`).
@@ -161,7 +170,7 @@ impl Vault {
     pub async fn set_user_role(&self, p: &Principal, id: &str, role: &str, lists: &[String]) -> VaultResult<super::users::UserView> {
         p.require(Permission::UsersManage)?;
         let user = self.managed_user(p, id).await?;
-        let perms = self.role_permissions(&p.workspace_id, role).await?;
+        let perms = self.role_permissions(&p.workspace_id, role, "role").await?;
         if perms.is_empty() {
             return Err(VaultError::invalid("role", "give a role or permissions"));
         }
@@ -189,10 +198,7 @@ impl Vault {
 
     /// Permissions `raw` names that `p` may grant (every one held by `p`).
     async fn grantable(&self, p: &Principal, raw: &str) -> VaultResult<BTreeSet<Permission>> {
-        let perms = self
-            .role_permissions(&p.workspace_id, raw)
-            .await
-            .map_err(|_| VaultError::invalid("permissions", "give permissions (contacts:read, ...) or roles, comma-separated"))?;
+        let perms = self.role_permissions(&p.workspace_id, raw, "permissions").await?;
         if perms.is_empty() {
             return Err(VaultError::invalid("permissions", "give at least one permission"));
         }

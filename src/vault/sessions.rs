@@ -11,7 +11,7 @@
 //! is not active or the password is wrong, and takes as long: an unknown account
 //! is checked against a dummy hash of the same cost.
 
-use super::allowlists::RefusedBy;
+use super::allowlists::{allows, RefusedBy};
 use super::users::{user_email_index, user_view};
 use super::{Vault, VaultError, VaultResult};
 use crate::access::password::Verified;
@@ -196,15 +196,14 @@ impl Vault {
             (Some(k), Some(ip)) => Some(k.token_hash("sign_in_address", ip.to_string().as_bytes()).to_vec()),
             _ => None,
         };
+        let ip_hash = match (ip, &keys) {
+            (Some(ip), Some(_)) => self.ip_hash(&workspace_id, &ip).await,
+            _ => None,
+        };
         // The workspace's allowlist applies before anything about accounts is
         // looked at, so a refusal tells nothing about them.
         if keys.is_some() {
-            let ip_hash = match ip {
-                Some(ip) => self.ip_hash(&workspace_id, &ip).await,
-                None => None,
-            };
-            self.check_address(&workspace_id, "sign_in", &[], RefusedBy::User, ip, ip_hash.as_ref())
-                .await?;
+            self.check_workspace_address(&workspace_id, "sign_in", ip, ip_hash.as_ref()).await?;
         }
         let now = self.now();
         if let Some(wait) = self
@@ -224,10 +223,6 @@ impl Vault {
         let active = user.as_ref().filter(|u| u.status == UserStatus::Active);
         let stored = active.and_then(|u| u.password_hash.as_deref());
         let verified = self.passwords.verify(password, stored).await.map_err(VaultError::Internal)?;
-        let ip_hash = match (ip, &keys) {
-            (Some(ip), Some(_)) => self.ip_hash(&workspace_id, &ip).await,
-            _ => None,
-        };
         let known_workspace = keys.is_some();
         let (Some(keys), Some(user), Verified::Valid { rehash }) = (keys, active, verified) else {
             if known_workspace {
@@ -246,15 +241,13 @@ impl Vault {
         };
         // The user's own allowlist is looked at only once the password is right,
         // so that it tells a stranger nothing; the refusal is audited.
-        self.check_address(
-            &workspace_id,
-            &format!("user:{}", user.id),
-            &user.allowlist,
-            RefusedBy::User,
-            ip,
-            ip_hash.as_ref(),
-        )
-        .await?;
+        if !allows(&user.allowlist, ip) {
+            let subject = format!("user:{}", user.id);
+            return Err(self
+                .refuse_address(&workspace_id, &subject, RefusedBy::User, ip_hash.as_ref())
+                .await
+                .into());
+        }
         if let Some(k) = &account_key {
             self.store
                 .clear_sign_in_failures(&workspace_id, "account", k)
@@ -461,8 +454,7 @@ impl Vault {
         Ok((
             principal_of(
                 &user,
-                // A custom role that no longer resolves grants nothing.
-                self.role_permissions(&user.workspace_id, &user.role).await.unwrap_or_default(),
+                self.granted_by_role(&user.workspace_id, &user.role).await?,
                 &session,
                 ip_hash,
                 ip,

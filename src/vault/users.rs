@@ -99,7 +99,7 @@ impl Vault {
     pub async fn invite_user(&self, p: &Principal, email: &str, role: &str, lists: &[String]) -> VaultResult<Invitation> {
         p.require(Permission::UsersManage)?;
         let address = EmailAddress::parse(email.trim()).map_err(|m| VaultError::invalid("email", m))?;
-        let perms = self.role_permissions(&p.workspace_id, role).await?;
+        let perms = self.role_permissions(&p.workspace_id, role, "role").await?;
         if perms.is_empty() {
             return Err(VaultError::invalid(
                 "role",
@@ -273,7 +273,7 @@ impl Vault {
         }
         // A role that no longer resolves grants nothing, and anyone managing
         // users may fix it.
-        let theirs = self.role_permissions(&p.workspace_id, &user.role).await.unwrap_or_default();
+        let theirs = self.granted_by_role(&p.workspace_id, &user.role).await?;
         if let Some(more) = theirs.iter().find(|x| !p.has(**x)) {
             return Err(VaultError::Forbidden(crate::access::AccessError::Forbidden(*more)));
         }
