@@ -296,8 +296,8 @@ pub enum UsersCmd {
     Enable { id: String },
     /// Remove a user: their address and invitations are deleted, their keys revoked.
     Remove { id: String },
-    /// Reset a user's second factor (a lost phone): their authenticator and
-    /// recovery codes are removed and their sessions end.
+    /// Reset a user's second factors (a lost phone): their authenticator app,
+    /// passkeys and recovery codes are removed and their sessions end.
     #[command(name = "reset-2fa")]
     Reset2fa { id: String },
     /// Give a user another role (built-in or custom) and lists; their sessions end.
@@ -1069,6 +1069,7 @@ async fn serve(cli: &Cli, listen: Option<&str>) -> anyhow::Result<i32> {
         import_body_limit: settings.import_body_limit,
         trusted_proxies: settings.trusted_proxies.clone(),
         forwarded_header: settings.forwarded_header,
+        public_url: settings.public_url.clone(),
     };
     let app = crate::startup::Application::build(vault.clone(), http).await?;
     let addr = app.local_addr();
@@ -1079,6 +1080,12 @@ async fn serve(cli: &Cli, listen: Option<&str>) -> anyhow::Result<i32> {
         "consentry is serving on http://{addr} (data in {}); API reference at http://{addr}/api/docs",
         cli.data_dir.display()
     );
+    if let Some(rp) = vault.relying_party() {
+        eprintln!(
+            "passkeys work for pages served from {} (set public_url in consentry.toml to change it)",
+            rp.origin().as_str().trim_end_matches('/')
+        );
+    }
     tracing::info!(%addr, "listening");
     let checkpoints = vault.clone();
     let ticker = tokio::spawn(async move {

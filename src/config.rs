@@ -35,6 +35,11 @@ forwarded_header = "x-forwarded-for"
 # shorter: less work redone after a crash. Other writes never wait for it.
 import_commit_window_ms = 3000
 
+# The address users reach this server at (scheme, host and port), when it is
+# not http://localhost:PORT: passkeys are bound to it. https, or plain http
+# for localhost only (CONSENTRY_PUBLIC_URL overrides it).
+# public_url = "https://consentry.example.com"
+
 # Longest lifetime of an API key, in days (keys made without an expiry get 90
 # days, or this when it is shorter).
 api_key_max_days = 365
@@ -52,6 +57,7 @@ struct FileSettings {
     forwarded_header: Option<String>,
     import_commit_window_ms: Option<u64>,
     api_key_max_days: Option<u32>,
+    public_url: Option<String>,
 }
 
 /// Effective settings.
@@ -65,6 +71,9 @@ pub struct Settings {
     pub import_commit_window: std::time::Duration,
     /// Longest lifetime of an API key, in microseconds.
     pub api_key_max_lifetime: i64,
+    /// The origin users reach the server at (passkeys are bound to it); when
+    /// absent, `http://localhost:PORT` of the listen address.
+    pub public_url: Option<webauthn_rs::prelude::Url>,
 }
 
 impl Settings {
@@ -111,8 +120,18 @@ impl Settings {
         if !(1..=3650).contains(&key_days) {
             anyhow::bail!("api_key_max_days is {key_days}; give 1 to 3650");
         }
+        let public_url = match std::env::var("CONSENTRY_PUBLIC_URL").ok().or(file.public_url) {
+            None => None,
+            Some(raw) => {
+                let url = webauthn_rs::prelude::Url::parse(raw.trim())
+                    .with_context(|| format!("public_url {raw:?} is not a URL (for example https://consentry.example.com)"))?;
+                crate::vault::passkeys::RelyingParty::new(&url)?;
+                Some(url)
+            }
+        };
         Ok(Settings {
             data_dir: data_dir.to_path_buf(),
+            public_url,
             listen,
             import_body_limit: file.import_body_limit_mib.unwrap_or(64).saturating_mul(1 << 20),
             trusted_proxies,

@@ -26,6 +26,9 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Which header trusted proxies name the client in.
     pub forwarded_header: ForwardedHeader,
+    /// The origin users reach the server at, which passkeys are bound to;
+    /// `None`: `http://localhost:PORT` of the bound port.
+    pub public_url: Option<webauthn_rs::prelude::Url>,
 }
 
 /// The header in which trusted proxies pass on the client's address.
@@ -45,6 +48,7 @@ impl Default for HttpSettings {
             import_body_limit: 64 << 20,
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
+            public_url: None,
         }
     }
 }
@@ -60,6 +64,7 @@ pub fn app(state: AppState) -> Router {
         .merge(http::exports::router())
         .merge(http::keys::router())
         .merge(http::sessions::router())
+        .merge(http::passkeys::router())
         .merge(http::users::router())
         .merge(http::roles::router())
         .merge(http::security::router())
@@ -90,6 +95,11 @@ impl Application {
             .await
             .with_context(|| format!("failed to listen on {}", settings.listen))?;
         let addr = listener.local_addr().context("failed to read the bound address")?;
+        let origin = match &settings.public_url {
+            Some(url) => url.clone(),
+            None => webauthn_rs::prelude::Url::parse(&format!("http://localhost:{}", addr.port()))?,
+        };
+        vault.set_relying_party(&origin)?;
         let state = AppState::new(vault, Arc::new(Metrics::new()), Arc::new(settings));
         Ok(Application { listener, addr, state })
     }

@@ -27,6 +27,12 @@ pub enum FieldName<'a> {
     TotpSecret,
     /// The client address an API key was last used from.
     ApiKeyAddress,
+    /// A user's passkey credential, bound to its id.
+    Passkey(&'a str),
+    /// The name a user gave a passkey, bound to its id.
+    PasskeyName(&'a str),
+    /// The verifier's state of a WebAuthn ceremony.
+    WebauthnCeremony,
 }
 
 impl FieldName<'_> {
@@ -41,6 +47,9 @@ impl FieldName<'_> {
             FieldName::UserEmail => "user_email".into(),
             FieldName::TotpSecret => "totp_secret".into(),
             FieldName::ApiKeyAddress => "api_key_address".into(),
+            FieldName::Passkey(id) => format!("passkey:{id}"),
+            FieldName::PasskeyName(id) => format!("passkey_name:{id}"),
+            FieldName::WebauthnCeremony => "webauthn_ceremony".into(),
         }
     }
 }

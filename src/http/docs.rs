@@ -4,7 +4,7 @@
 //! external style or font, and a `Content-Security-Policy` that forbids loading any.
 
 use super::error::Problem;
-use super::{audit, consents, contacts, exports, imports, keys, lists, ops, roles, security, sessions, users, AppState};
+use super::{audit, consents, contacts, exports, imports, keys, lists, ops, passkeys, roles, security, sessions, users, AppState};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -83,6 +83,14 @@ pub const DOCS_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
         sessions::begin_totp,
         sessions::confirm_totp,
         sessions::accept_invitation,
+        passkeys::begin_registration,
+        passkeys::finish_registration,
+        passkeys::list_passkeys,
+        passkeys::remove_passkey,
+        passkeys::begin_factor,
+        passkeys::verify_factor,
+        passkeys::begin_sign_in,
+        passkeys::finish_sign_in,
         security::report,
         security::reset_passwords,
         security::get_requirement,

@@ -15,6 +15,7 @@ pub mod imports;
 pub mod keys;
 pub mod lists;
 pub mod ops;
+pub mod passkeys;
 pub mod roles;
 pub mod security;
 pub mod sessions;

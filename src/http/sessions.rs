@@ -56,7 +56,8 @@ pub struct SignedIn {
     /// with a code of the user's authenticator or a recovery code.
     pub second_factor_required: bool,
     /// When true, the workspace requires a second factor the user has not
-    /// enrolled: the session can only enrol one (`POST /api/v1/auth/factors/totp`).
+    /// enrolled: the session can only enrol one (`POST /api/v1/auth/factors/passkeys`
+    /// or `POST /api/v1/auth/factors/totp`).
     pub second_factor_enrolment_required: bool,
     /// When true, every password of the workspace was reset: the session can
     /// only choose a new one (`POST /api/v1/auth/password`).
@@ -119,7 +120,11 @@ pub async fn sign_in(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJ
         .vault
         .sign_in(body.workspace.as_deref(), &body.email, &body.password, ip)
         .await?;
-    let cookie = session_cookie(signed.token.expose_secret(), SESSION_ABSOLUTE_MICROS / 1_000_000)?;
+    signed_in_response(signed)
+}
+
+/// The answer to a sign-in: the session in the body, its token in the cookie.
+pub(crate) fn signed_in_response(signed: crate::vault::sessions::SignedIn) -> Result<Response, ApiError> {
     let mut response = Json(SignedIn {
         user: signed.user,
         session: signed.session,
@@ -129,8 +134,16 @@ pub async fn sign_in(State(state): State<AppState>, ClientIp(ip): ClientIp, ApiJ
         csrf_token: signed.csrf_token,
     })
     .into_response();
-    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    set_session_cookie(&mut response, signed.token.expose_secret(), SESSION_ABSOLUTE_MICROS / 1_000_000)?;
     Ok(response)
+}
+
+/// Sets (or, with an empty token and no age, clears) the session cookie.
+pub(crate) fn set_session_cookie(response: &mut Response, token: &str, max_age_secs: i64) -> Result<(), ApiError> {
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session_cookie(token, max_age_secs)?);
+    Ok(())
 }
 
 /// Sign out: ends the session of this request and clears its cookie.
@@ -219,7 +232,7 @@ pub struct RecoveryCodes {
     pub recovery_codes: Vec<SecretString>,
 }
 
-fn expose_all<S: serde::Serializer>(codes: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn expose_all<S: serde::Serializer>(codes: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let mut seq = s.serialize_seq(Some(codes.len()))?;
     for c in codes {

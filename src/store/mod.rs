@@ -198,9 +198,32 @@ pub trait Store: Send + Sync + 'static {
     async fn use_totp_step(&self, workspace_id: &str, user_id: Uuid, step: i64) -> StoreResult<bool>;
     /// Uses a recovery code once: `false` when unknown or used.
     async fn use_recovery_code(&self, workspace_id: &str, user_id: Uuid, code_hash: &[u8], at: i64) -> StoreResult<bool>;
-    /// Removes a user's second factors and recovery codes and ends their
-    /// sessions; `false` (and no event) when they had none.
+    /// Removes a user's second factors (authenticator app, passkeys) and
+    /// recovery codes and ends their sessions; `false` (and no event) when they
+    /// had none.
     async fn remove_second_factors(&self, workspace_id: &str, user_id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+
+    /// Stores a user's new passkey and ends all their sessions (a factor
+    /// change); with `recovery_hashes`, also replaces their recovery codes.
+    /// `NotFound("user")` for a user not in the workspace; `Conflict("passkey")`
+    /// when the workspace has the credential already.
+    async fn add_passkey(&self, passkey: PasskeyRecord, recovery_hashes: Option<Vec<Vec<u8>>>, audit: AuditDraft) -> StoreResult<()>;
+    /// A user's passkeys, oldest first.
+    async fn list_passkeys(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Vec<PasskeyRecord>>;
+    /// Records an accepted assertion: the sealed credential with its new
+    /// signature counter, only if the passkey's `uses` is still `expected_uses`
+    /// (it becomes `expected_uses + 1`), so that of two uses racing one fails.
+    /// Returns whether it was recorded.
+    async fn use_passkey(&self, workspace_id: &str, id: Uuid, expected_uses: i64, credential_ct: Vec<u8>, at: i64) -> StoreResult<bool>;
+    /// Removes one of a user's passkeys and ends their sessions; `false` (and
+    /// no event) when they had no such passkey.
+    async fn remove_passkey(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit: AuditDraft) -> StoreResult<bool>;
+
+    /// Stores a ceremony's state (and drops expired ones).
+    async fn create_ceremony(&self, ceremony: CeremonyRecord) -> StoreResult<()>;
+    /// Takes (deletes and returns) a ceremony of this kind that has not
+    /// expired at `at`: each is answered once.
+    async fn take_ceremony(&self, id: Uuid, kind: CeremonyKind, at: i64) -> StoreResult<Option<CeremonyRecord>>;
 
     /// Whether the workspace requires a second factor of every user.
     async fn second_factor_required(&self, workspace_id: &str) -> StoreResult<bool>;

@@ -146,6 +146,70 @@ pub struct TotpRecord {
     pub last_step: i64,
 }
 
+/// A user's WebAuthn passkey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasskeyRecord {
+    pub id: Uuid,
+    pub workspace_id: String,
+    pub user_id: Uuid,
+    /// Keyed hash of the credential id: one credential, one user per workspace.
+    pub credential_hash: Vec<u8>,
+    /// The credential (public key, id, counter), sealed under the user's key.
+    pub credential_ct: Vec<u8>,
+    /// The name its user gave it, sealed under the user's key.
+    pub name_ct: Vec<u8>,
+    /// Assertions accepted so far (the compare-and-set token of `use_passkey`).
+    pub uses: i64,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// What a WebAuthn ceremony is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CeremonyKind {
+    /// A signed-in user registers a passkey.
+    Register,
+    /// A session's second-factor check (completing a sign-in, or a step-up).
+    Factor,
+    /// A sign-in with a passkey alone.
+    SignIn,
+}
+
+impl CeremonyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyKind::Register => "register",
+            CeremonyKind::Factor => "factor",
+            CeremonyKind::SignIn => "sign_in",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "register" => Some(CeremonyKind::Register),
+            "factor" => Some(CeremonyKind::Factor),
+            "sign_in" => Some(CeremonyKind::SignIn),
+            _ => None,
+        }
+    }
+}
+
+/// A WebAuthn ceremony between its challenge and its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CeremonyRecord {
+    pub id: Uuid,
+    pub workspace_id: String,
+    pub kind: CeremonyKind,
+    /// The user it was started for (none for a sign-in with a passkey alone).
+    pub user_id: Option<Uuid>,
+    /// The session it was started with, which alone may answer it.
+    pub session_id: Option<Uuid>,
+    /// The verifier's state, sealed under a key bound to the ceremony's id.
+    pub state_ct: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// Failed sign-ins counted for one account or one client address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignInFailures {

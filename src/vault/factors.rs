@@ -58,12 +58,12 @@ fn totp(seed: &[u8], account: &str) -> VaultResult<Totp> {
         .map_err(|e| VaultError::Internal(anyhow::anyhow!("failed to set up TOTP: {e}")))
 }
 
-fn user_cipher(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<ContactCipher> {
+pub(super) fn user_cipher(keys: &WorkspaceKeys, user: &UserRecord) -> VaultResult<ContactCipher> {
     Ok(ContactCipher::open(keys, *user.id.as_bytes(), &user.user_key)?)
 }
 
 /// The keyed hash a recovery code is stored under (dashes and case ignored).
-fn recovery_hash(keys: &WorkspaceKeys, code: &str) -> Vec<u8> {
+pub(super) fn recovery_hash(keys: &WorkspaceKeys, code: &str) -> Vec<u8> {
     let normalized: String = code
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
@@ -72,7 +72,7 @@ fn recovery_hash(keys: &WorkspaceKeys, code: &str) -> Vec<u8> {
     keys.token_hash("recovery_code", normalized.as_bytes()).to_vec()
 }
 
-fn new_recovery_code() -> String {
+pub(super) fn new_recovery_code() -> String {
     let bytes = random_bytes::<10>();
     let chars: String = bytes.iter().map(|b| RECOVERY_ALPHABET[usize::from(b % 32)] as char).collect();
     format!("{}-{}", &chars[..5], &chars[5..])
@@ -92,7 +92,7 @@ impl Vault {
         u64::try_from(self.now() / 1_000_000).unwrap_or(0)
     }
 
-    async fn own_user(&self, p: &Principal) -> VaultResult<UserRecord> {
+    pub(super) async fn own_user(&self, p: &Principal) -> VaultResult<UserRecord> {
         let id = super::sessions::signed_in_user(p, "second factors")?;
         self.store.find_user(&p.workspace_id, id).await?.ok_or(VaultError::NotFound("user"))
     }
@@ -172,21 +172,11 @@ impl Vault {
         code: &SecretString,
         ip: Option<std::net::IpAddr>,
     ) -> Result<RenewedSession, SessionError> {
-        let (session, user, ip_hash) = self.live_session(token, ip).await?;
-        let completing = session.factor_required && session.factor_verified_at.is_none();
-        if !completing {
-            if user.password_change_required {
-                return Err(SessionError::PasswordChangeRequired);
-            }
-            if !session.factor_required {
-                return Err(SessionError::NoSecondFactor);
-            }
-        }
+        let (session, user, ip_hash, completing) = self.factor_session(token, ip).await?;
         let ws = session.workspace_id.clone();
         let keys = self.keys(&ws).await?;
         let code = code.expose_secret().trim();
         let totp_record = self.store.find_totp(&ws, user.id).await.map_err(VaultError::from)?;
-        let actor = format!("user:{}", user.id);
         let mut accepted = None;
         if let Some(t) = totp_record.filter(|t| t.confirmed_at.is_some()) {
             let seed = user_cipher(&keys, &user)?
@@ -209,9 +199,47 @@ impl Vault {
         {
             accepted = Some("recovery_code");
         }
+        self.settle_factor_check(&session, &user, ip_hash, accepted, completing).await
+    }
+
+    /// The live session a second-factor check is for, its user, the client's
+    /// keyed address, and whether the check completes a sign-in (rather than
+    /// being a step-up, which needs a session in full use with a factor).
+    pub(super) async fn factor_session(
+        &self,
+        token: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(crate::store::SessionRecord, UserRecord, Option<String>, bool), SessionError> {
+        let (session, user, ip_hash) = self.live_session(token, ip).await?;
+        let completing = session.factor_required && session.factor_verified_at.is_none();
+        if !completing {
+            if user.password_change_required {
+                return Err(SessionError::PasswordChangeRequired);
+            }
+            if !session.factor_required {
+                return Err(SessionError::NoSecondFactor);
+            }
+        }
+        Ok((session, user, ip_hash, completing))
+    }
+
+    /// Ends a second-factor check of a session: when `accepted` (the method
+    /// that passed), marks the factor checked and gives the session a new token;
+    /// otherwise counts the failure (the fifth ends the session) and refuses.
+    pub(super) async fn settle_factor_check(
+        &self,
+        session: &crate::store::SessionRecord,
+        user: &UserRecord,
+        ip_hash: Option<String>,
+        accepted: Option<&'static str>,
+        completing: bool,
+    ) -> Result<RenewedSession, SessionError> {
+        let ws = session.workspace_id.clone();
+        let actor = format!("user:{}", user.id);
         let now = self.now();
         match accepted {
             Some(method) => {
+                let keys = self.keys(&ws).await?;
                 let draft = AuditDraft::new(&ws, &actor, "user.second_factor_verified")
                     .target(format!("session:{}", session.id))
                     .ip_hash(ip_hash)
@@ -240,7 +268,20 @@ impl Vault {
         }
     }
 
-    /// Removes a user's authenticator and recovery codes and ends their sessions
+    /// Whether a user has a second factor: a confirmed authenticator app or a passkey.
+    pub(crate) async fn has_second_factor(&self, workspace_id: &str, user_id: uuid::Uuid) -> VaultResult<bool> {
+        if self
+            .store
+            .find_totp(workspace_id, user_id)
+            .await?
+            .is_some_and(|t| t.confirmed_at.is_some())
+        {
+            return Ok(true);
+        }
+        Ok(!self.store.list_passkeys(workspace_id, user_id).await?.is_empty())
+    }
+
+    /// Removes a user's authenticator, passkeys and recovery codes and ends their sessions
     /// (for a user who lost their phone); recorded once.
     pub async fn reset_user_second_factor(&self, p: &Principal, id: &str) -> VaultResult<bool> {
         p.require(crate::access::Permission::UsersManage)?;

@@ -11,6 +11,7 @@ pub mod contacts;
 pub mod exports;
 pub mod factors;
 pub mod lists;
+pub mod passkeys;
 pub mod roles;
 pub mod security_report;
 pub mod sessions;
@@ -108,6 +109,8 @@ pub struct Vault {
     pub passwords: Arc<crate::access::password::PasswordHasher>,
     /// Longest lifetime of an API key (microseconds; `api_key_max_days`).
     pub key_max_lifetime: i64,
+    /// The origin passkeys are made for, once the HTTP server knows it.
+    relying_party: RwLock<Option<Arc<passkeys::RelyingParty>>>,
 }
 
 impl Vault {
@@ -119,6 +122,7 @@ impl Vault {
             clock,
             passwords: Arc::new(crate::access::password::PasswordHasher::standard()),
             key_max_lifetime: api_keys::DEFAULT_KEY_MAX_LIFETIME,
+            relying_party: RwLock::new(None),
         }
     }
 

@@ -124,7 +124,7 @@ impl Vault {
             .collect();
         let mut without = Vec::new();
         for u in &users {
-            let has = self.store.find_totp(ws, u.id).await?.is_some_and(|t| t.confirmed_at.is_some());
+            let has = self.has_second_factor(ws, u.id).await?;
             if !has {
                 let v = user_view(&keys, u)?;
                 without.push(ReportUser {

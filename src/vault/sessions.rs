@@ -65,17 +65,17 @@ pub enum SessionError {
     #[error("the session is missing, unknown, ended or expired; sign in again")]
     Invalid,
     /// The session waits for its second factor (`POST /api/v1/auth/factor`).
-    #[error("complete the sign-in with the code of your authenticator app or a recovery code")]
+    #[error("complete the sign-in with a passkey, the code of your authenticator app or a recovery code")]
     FactorRequired,
     #[error("the code is wrong or was used already")]
     FactorRefused,
     /// A step-up asked of a user who has no second factor.
-    #[error("you have no second factor to confirm with: enrol an authenticator app first (POST /api/v1/auth/factors/totp)")]
+    #[error("you have no second factor to confirm with: enrol a passkey (POST /api/v1/auth/factors/passkeys) or an authenticator app (POST /api/v1/auth/factors/totp) first")]
     NoSecondFactor,
     #[error("too many failed sign-ins; try again in {retry_after} seconds")]
     Throttled { retry_after: u64 },
     /// The workspace requires a second factor and the user has none yet.
-    #[error("this workspace requires a second factor: enrol an authenticator app first (POST /api/v1/auth/factors/totp)")]
+    #[error("this workspace requires a second factor: enrol a passkey (POST /api/v1/auth/factors/passkeys) or an authenticator app (POST /api/v1/auth/factors/totp) first")]
     EnrolmentRequired,
     /// An owner reset every password: the user must choose a new one first.
     #[error("choose a new password first (POST /api/v1/auth/password): every password of this workspace was reset")]
@@ -167,20 +167,7 @@ impl Vault {
         ip: Option<std::net::IpAddr>,
     ) -> Result<SignedIn, SessionError> {
         bounded(password, "password")?;
-        let workspace_id = match workspace.map(str::trim).filter(|w| !w.is_empty()) {
-            Some(w) => w.to_string(),
-            None => {
-                let all = self.store.list_workspaces().await.map_err(VaultError::from)?;
-                match all.as_slice() {
-                    [only] => only.id.clone(),
-                    _ => {
-                        return Err(
-                            VaultError::invalid("workspace", "this server has several workspaces: name the one to sign in to").into(),
-                        );
-                    }
-                }
-            }
-        };
+        let workspace_id = self.sign_in_workspace(workspace).await?;
         // An unknown workspace is answered like a wrong password, after as long.
         let keys = match self.keys(&workspace_id).await {
             Ok(k) => Some(k),
@@ -254,12 +241,7 @@ impl Vault {
                 .await
                 .map_err(VaultError::from)?;
         }
-        let factor_required = self
-            .store
-            .find_totp(&workspace_id, user.id)
-            .await
-            .map_err(VaultError::from)?
-            .is_some_and(|t| t.confirmed_at.is_some());
+        let factor_required = self.has_second_factor(&workspace_id, user.id).await?;
         if rehash {
             match self.passwords.hash(password).await {
                 Ok(phc) => {
@@ -301,9 +283,30 @@ impl Vault {
         })
     }
 
+    /// The workspace a sign-in names, or the only one of the server.
+    pub(crate) async fn sign_in_workspace(&self, workspace: Option<&str>) -> VaultResult<String> {
+        if let Some(w) = workspace.map(str::trim).filter(|w| !w.is_empty()) {
+            return Ok(w.to_string());
+        }
+        let all = self.store.list_workspaces().await?;
+        match all.as_slice() {
+            [only] => Ok(only.id.clone()),
+            _ => Err(VaultError::invalid(
+                "workspace",
+                "this server has several workspaces: name the one to sign in to",
+            )),
+        }
+    }
+
     /// How long a sign-in must wait (seconds), if at all, given the failures
     /// counted for the address typed and for the client address.
-    async fn sign_in_wait(&self, ws: &str, account: Option<&[u8]>, address: Option<&[u8]>, now: i64) -> VaultResult<Option<u64>> {
+    pub(crate) async fn sign_in_wait(
+        &self,
+        ws: &str,
+        account: Option<&[u8]>,
+        address: Option<&[u8]>,
+        now: i64,
+    ) -> VaultResult<Option<u64>> {
         let mut wait = 0u64;
         if let Some(key) = account {
             if let Some(f) = self.store.sign_in_failures(ws, "account", key).await? {
@@ -325,7 +328,7 @@ impl Vault {
 
     /// Counts a failed sign-in for the address typed and the client address;
     /// the account's owner finds an event when its attempts start to be slowed.
-    async fn count_sign_in_failure(
+    pub(crate) async fn count_sign_in_failure(
         &self,
         ws: &str,
         account: Option<&[u8]>,

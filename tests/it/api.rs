@@ -728,7 +728,7 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
 }
 
 /// Every operation the API has, as `(method, path)`.
-const OPERATIONS: [(&str, &str); 63] = [
+const OPERATIONS: [(&str, &str); 71] = [
     ("get", "/api/v1/contacts"),
     ("post", "/api/v1/contacts"),
     ("post", "/api/v1/contacts/lookup"),
@@ -774,6 +774,14 @@ const OPERATIONS: [(&str, &str); 63] = [
     ("post", "/api/v1/auth/password"),
     ("post", "/api/v1/auth/factors/totp"),
     ("post", "/api/v1/auth/factors/totp/confirm"),
+    ("get", "/api/v1/auth/factors/passkeys"),
+    ("post", "/api/v1/auth/factors/passkeys"),
+    ("post", "/api/v1/auth/factors/passkeys/confirm"),
+    ("delete", "/api/v1/auth/factors/passkeys/{id}"),
+    ("post", "/api/v1/auth/factor/passkey/options"),
+    ("post", "/api/v1/auth/factor/passkey"),
+    ("post", "/api/v1/auth/passkey/options"),
+    ("post", "/api/v1/auth/passkey/login"),
     ("get", "/api/v1/auth/me"),
     ("post", "/api/v1/auth/login"),
     ("post", "/api/v1/auth/logout"),
@@ -814,6 +822,7 @@ async fn openapi_document_lists_every_route() {
         let public = !path.starts_with("/api/v1/")
             || path.ends_with("openapi.json")
             || path.ends_with("/auth/login")
+            || path.starts_with("/api/v1/auth/passkey/")
             || path.ends_with("/invitations/accept");
         if public && path.starts_with("/api/v1/") && !path.ends_with("openapi.json") {
             assert_eq!(op["security"], json!([{}]), "{method} {path} is open to anyone");
@@ -1183,29 +1192,7 @@ mod sessions {
     use reqwest::header::{COOKIE, SET_COOKIE};
     use serde_json::{json, Value};
 
-    const PASSWORD: &str = "vlinder kapstok zonnebril 7";
-
-    /// Invites `email` as `role` with the owner key and accepts with `PASSWORD`.
-    async fn active_user(app: &TestApp, email: &str, role: &str) -> String {
-        let invited = app
-            .post("/api/v1/users", &app.owner_key)
-            .json(&json!({ "email": email, "role": role }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(invited.status(), 201);
-        let body: Value = invited.json().await.unwrap();
-        let token = body["token"].as_str().unwrap().to_string();
-        let accepted = app
-            .client
-            .post(app.url("/api/v1/invitations/accept"))
-            .json(&json!({ "token": token, "password": PASSWORD }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(accepted.status(), 200, "{}", accepted.text().await.unwrap());
-        body["user"]["id"].as_str().unwrap().to_string()
-    }
+    use crate::helpers::{active_user, USER_PASSWORD as PASSWORD};
 
     /// Signs in; returns the raw `Set-Cookie` header, the cookie pair and the CSRF token.
     async fn sign_in(app: &TestApp, email: &str) -> (String, String, String) {
@@ -1512,7 +1499,7 @@ mod sessions {
             .await
             .unwrap();
         assert_eq!(step_up.status(), 403);
-        assert!(step_up.text().await.unwrap().contains("enrol an authenticator app first"));
+        assert!(step_up.text().await.unwrap().contains("no second factor to confirm with"));
         // Reading settings needs no step-up, and API keys are not sessions.
         assert_eq!(with(reqwest::Method::GET, "/api/v1/security").send().await.unwrap().status(), 200);
         let put = app

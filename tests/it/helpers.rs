@@ -161,3 +161,29 @@ pub async fn assert_problem(res: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["request_id"], request_id.as_str());
     body
 }
+
+/// The password `active_user` gives its users.
+pub const USER_PASSWORD: &str = "vlinder kapstok zonnebril 7";
+
+/// Invites `email` as `role` with the owner key and accepts with `USER_PASSWORD`;
+/// returns the user's id.
+pub async fn active_user(app: &TestApp, email: &str, role: &str) -> String {
+    let invited = app
+        .post("/api/v1/users", &app.owner_key)
+        .json(&serde_json::json!({ "email": email, "role": role }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invited.status(), 201);
+    let body: serde_json::Value = invited.json().await.unwrap();
+    let token = body["token"].as_str().unwrap().to_string();
+    let accepted = app
+        .client
+        .post(app.url("/api/v1/invitations/accept"))
+        .json(&serde_json::json!({ "token": token, "password": USER_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 200, "{}", accepted.text().await.unwrap());
+    body["user"]["id"].as_str().unwrap().to_string()
+}

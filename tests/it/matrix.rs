@@ -119,7 +119,7 @@ use Needs::{AllOf, AnyKey, AnyOf, Perm, Public, Session};
 
 /// THE table: every expectation of the matrix comes from here and `ROLES`.
 #[rustfmt::skip]
-const MATRIX: [Row; 63] = [
+const MATRIX: [Row; 71] = [
     //   method    path                                           needs                       in   out  foreign
     // A list (id or name) that the caller cannot see answers as one that does not
     // exist: 404, or 422 where it is a field of the body of a new contact (`lists`).
@@ -183,6 +183,18 @@ const MATRIX: [Row; 63] = [
     row("post",   "/api/v1/auth/password",                     Session,         Same(400)),
     row("post",   "/api/v1/auth/factors/totp",                 Session,         Same(400)),
     row("post",   "/api/v1/auth/factors/totp/confirm",         Session,         Same(400)),
+    row("get",    "/api/v1/auth/factors/passkeys",             Session,         Same(400)),
+    row("post",   "/api/v1/auth/factors/passkeys",             Session,         Same(400)),
+    row("post",   "/api/v1/auth/factors/passkeys/confirm",     Session,         Same(400)),
+    // An API key is refused before the id is looked at: the same answer.
+    row("delete", "/api/v1/auth/factors/passkeys/{id}",        Session,         Kinds(400, 400, 400)),
+    // Read only the cookie (401).
+    row("post",   "/api/v1/auth/factor/passkey/options",       Session,         Same(401)),
+    row("post",   "/api/v1/auth/factor/passkey",               Session,         Same(401)),
+    // Public: a challenge for anyone; the probe answers a ceremony that exists
+    // nowhere with a body that is no credential: 422 whatever key is sent.
+    row("post",   "/api/v1/auth/passkey/options",              Public,          Same(200)),
+    row("post",   "/api/v1/auth/passkey/login",                Public,          Same(422)),
     row("get",    "/api/v1/auth/me",                           AnyKey,          Same(200)),
     // Public; the probe signs in with a wrong password: 401 whatever key is sent.
     row("post",   "/api/v1/auth/login",                        Public,          Same(401)),
@@ -1235,6 +1247,13 @@ impl Run<'_> {
                     .map(|(what, name)| probe(what, path.replace("{name}", &name), Body::Empty))
                     .collect()
             }
+            ("delete", "/api/v1/auth/factors/passkeys/{id}") => {
+                vec![probe(
+                    "a passkey id (API keys have none)",
+                    path.replace("{id}", MISSING_UUID),
+                    Body::Empty,
+                )]
+            }
             ("delete", "/api/v1/auth/sessions/{id}") => with_id(
                 of(
                     "a session of the viewer limited to list in",
@@ -1254,6 +1273,10 @@ impl Run<'_> {
                     ("post", "/api/v1/roles") => json(json!({ "name": unique("matrix-new-role"), "permissions": [READ_MASKED] })),
                     ("post", "/api/v1/keys/rotate-all") => json(json!({})),
                     ("post", "/api/v1/auth/factor") | ("post", "/api/v1/auth/factors/totp/confirm") => json(json!({ "code": "123456" })),
+                    ("post", "/api/v1/auth/factors/passkeys/confirm")
+                    | ("post", "/api/v1/auth/factor/passkey")
+                    | ("post", "/api/v1/auth/passkey/login") => json(json!({ "ceremony_id": MISSING_UUID, "credential": {} })),
+                    ("post", "/api/v1/auth/passkey/options") => json(json!({ "workspace": a.ws })),
                     ("post", "/api/v1/auth/password") => {
                         json(json!({ "current_password": PASSWORD, "new_password": "vlinder kapstok zonnebril 8" }))
                     }

@@ -19,9 +19,9 @@ use consentry::domain::{EmailAddress, PhoneNumber};
 use consentry::store::postgres::PostgresStore;
 use consentry::store::sqlite::SqliteStore;
 use consentry::store::{
-    AllowlistSubject, ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, IdentifierKind, ImportCounts,
-    ImportJob, ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope, NewContact, RoleRecord,
-    SessionRecord, Store, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
+    AllowlistSubject, ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, CeremonyKind, CeremonyRecord, ConsentEventRow, ContactRow,
+    IdentifierKind, ImportCounts, ImportJob, ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope,
+    NewContact, PasskeyRecord, RoleRecord, SessionRecord, Store, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
 };
 use consentry::vault::contacts::{open_row, seal_new, ContactPlain};
 use consentry::vault::Vault;
@@ -231,6 +231,7 @@ conformance!(
     users_and_invitations_round_trip,
     sessions_round_trip,
     second_factors_round_trip,
+    passkeys_and_ceremonies_round_trip,
     sign_in_failures_count_within_their_window,
     second_factor_requirement_round_trip,
     allowlists_round_trip,
@@ -1835,6 +1836,151 @@ async fn second_factors_round_trip(b: &Backend) {
         .await
         .unwrap());
     assert_eq!(head(b, &ws).await, reset, "resetting twice recorded twice");
+}
+
+/// Passkeys: stored per user, a credential once per workspace, each use a
+/// compare-and-set, removal and a second-factor reset end the sessions;
+/// ceremonies are taken once, only by their kind and before they expire.
+async fn passkeys_and_ceremonies_round_trip(b: &Backend) {
+    let ws = workspace(b, "t").await;
+    let other = workspace(b, "u").await;
+    let s = &b.store;
+    let (user, invite) = invited_user(&ws, 5, 3_600_000_000);
+    s.create_user(user.clone(), invite, draft(&ws, "user.invited")).await.unwrap();
+    let passkey = |tag: u8, credential: u8| PasskeyRecord {
+        id: Uuid::now_v7(),
+        workspace_id: ws.id.clone(),
+        user_id: user.id,
+        credential_hash: vec![credential; 32],
+        credential_ct: vec![tag; 80],
+        name_ct: vec![tag; 40],
+        uses: 0,
+        created_at: now(),
+        last_used_at: None,
+    };
+    assert!(s.list_passkeys(&ws.id, user.id).await.unwrap().is_empty());
+    let session = session_of(&user, 41);
+    s.create_session(session.clone(), draft(&ws, "user.signed_in")).await.unwrap();
+    let first = passkey(1, 1);
+    s.add_passkey(
+        first.clone(),
+        Some(vec![vec![7; 32], vec![8; 32]]),
+        draft(&ws, "user.passkey_enrolled"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(head(b, &ws).await.action, "user.passkey_enrolled");
+    assert!(
+        s.find_session(&[41; 32]).await.unwrap().unwrap().0.ended_at.is_some(),
+        "a new factor ends the sessions"
+    );
+    assert!(s.use_recovery_code(&ws.id, user.id, &[7; 32], now()).await.unwrap());
+    let before = head(b, &ws).await;
+    assert!(matches!(
+        s.add_passkey(passkey(2, 1), None, draft(&ws, "user.passkey_enrolled")).await,
+        Err(StoreError::Conflict { field: "passkey" })
+    ));
+    assert_eq!(head(b, &ws).await, before, "a refused passkey records nothing");
+    let mut stranger = passkey(3, 3);
+    stranger.user_id = Uuid::now_v7();
+    assert!(matches!(
+        s.add_passkey(stranger, None, draft(&ws, "user.passkey_enrolled")).await,
+        Err(StoreError::NotFound("user"))
+    ));
+    let mut elsewhere = passkey(4, 4);
+    elsewhere.workspace_id = other.id.clone();
+    assert!(matches!(
+        s.add_passkey(elsewhere, None, draft(&other, "user.passkey_enrolled")).await,
+        Err(StoreError::NotFound("user"))
+    ));
+    let second = passkey(5, 5);
+    s.add_passkey(second.clone(), None, draft(&ws, "user.passkey_enrolled"))
+        .await
+        .unwrap();
+    assert!(
+        s.use_recovery_code(&ws.id, user.id, &[8; 32], now()).await.unwrap(),
+        "without new codes the old ones stay"
+    );
+    assert_eq!(s.list_passkeys(&ws.id, user.id).await.unwrap(), vec![first.clone(), second.clone()]);
+    assert!(s.list_passkeys(&other.id, user.id).await.unwrap().is_empty());
+
+    // Each use is a compare-and-set on `uses`.
+    let at = now();
+    assert!(s.use_passkey(&ws.id, first.id, 0, vec![9; 80], at).await.unwrap());
+    assert!(
+        !s.use_passkey(&ws.id, first.id, 0, vec![10; 80], at).await.unwrap(),
+        "a use raced by another"
+    );
+    assert!(!s.use_passkey(&other.id, first.id, 1, vec![10; 80], at).await.unwrap());
+    let used = s.list_passkeys(&ws.id, user.id).await.unwrap().remove(0);
+    assert_eq!(
+        (used.uses, used.credential_ct.clone(), used.last_used_at),
+        (1, vec![9; 80], Some(at))
+    );
+
+    // Removal ends the sessions; a second time it finds nothing.
+    let later = session_of(&user, 42);
+    s.create_session(later, draft(&ws, "user.signed_in")).await.unwrap();
+    assert!(s
+        .remove_passkey(&ws.id, user.id, first.id, now(), draft(&ws, "user.passkey_removed"))
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await.action, "user.passkey_removed");
+    assert!(s.find_session(&[42; 32]).await.unwrap().unwrap().0.ended_at.is_some());
+    let removed = head(b, &ws).await;
+    assert!(!s
+        .remove_passkey(&ws.id, user.id, first.id, now(), draft(&ws, "user.passkey_removed"))
+        .await
+        .unwrap());
+    assert_eq!(head(b, &ws).await, removed);
+    // A second-factor reset takes the passkeys too.
+    assert!(s
+        .remove_second_factors(&ws.id, user.id, now(), draft(&ws, "user.second_factor_reset"))
+        .await
+        .unwrap());
+    assert!(s.list_passkeys(&ws.id, user.id).await.unwrap().is_empty());
+
+    // Ceremonies.
+    let ceremony = |kind: CeremonyKind, expires_in: i64| {
+        let at = now();
+        CeremonyRecord {
+            id: Uuid::now_v7(),
+            workspace_id: ws.id.clone(),
+            kind,
+            user_id: Some(user.id),
+            session_id: Some(Uuid::now_v7()),
+            state_ct: vec![6; 100],
+            created_at: at,
+            expires_at: at + expires_in,
+        }
+    };
+    let register = ceremony(CeremonyKind::Register, 300_000_000);
+    s.create_ceremony(register.clone()).await.unwrap();
+    assert_eq!(s.take_ceremony(register.id, CeremonyKind::Factor, now()).await.unwrap(), None);
+    assert_eq!(
+        s.take_ceremony(register.id, CeremonyKind::Register, now()).await.unwrap(),
+        Some(register.clone())
+    );
+    assert_eq!(
+        s.take_ceremony(register.id, CeremonyKind::Register, now()).await.unwrap(),
+        None,
+        "answered once"
+    );
+    let mut sign_in = ceremony(CeremonyKind::SignIn, 300_000_000);
+    sign_in.user_id = None;
+    sign_in.session_id = None;
+    s.create_ceremony(sign_in.clone()).await.unwrap();
+    let expired = ceremony(CeremonyKind::Factor, 1_000);
+    s.create_ceremony(expired.clone()).await.unwrap();
+    assert_eq!(
+        s.take_ceremony(expired.id, CeremonyKind::Factor, expired.expires_at).await.unwrap(),
+        None,
+        "expired"
+    );
+    assert_eq!(
+        s.take_ceremony(sign_in.id, CeremonyKind::SignIn, now()).await.unwrap(),
+        Some(sign_in)
+    );
 }
 
 /// Failed sign-ins count per workspace, scope and key, start over when the

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../../migrations/postgres/0008_password_reset.sql")),
     (9, include_str!("../../../migrations/postgres/0009_custom_roles.sql")),
     (10, include_str!("../../../migrations/postgres/0010_key_last_address.sql")),
+    (11, include_str!("../../../migrations/postgres/0011_passkeys.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -250,6 +251,7 @@ pub(crate) fn map_err(e: tokio_postgres::Error) -> StoreError {
             "contacts_phone" => "phone",
             "lists_workspace_name" => "list name",
             "attributes_pkey" => "attribute",
+            "user_passkeys_credential" => "passkey",
             _ => "record",
         };
         return StoreError::Conflict { field };
@@ -687,6 +689,37 @@ impl Store for PostgresStore {
         let removed = users::remove_second_factors(&*tx, workspace_id, user_id, at, &audit_draft).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(removed)
+    }
+
+    async fn add_passkey(&self, passkey: PasskeyRecord, recovery_hashes: Option<Vec<Vec<u8>>>, audit_draft: AuditDraft) -> StoreResult<()> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        users::add_passkey(&*tx, &passkey, recovery_hashes.as_deref(), &audit_draft).await?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn list_passkeys(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Vec<PasskeyRecord>> {
+        users::list_passkeys(&**self.client().await?, workspace_id, user_id).await
+    }
+
+    async fn use_passkey(&self, workspace_id: &str, id: Uuid, expected_uses: i64, credential_ct: Vec<u8>, at: i64) -> StoreResult<bool> {
+        users::use_passkey(&**self.client().await?, workspace_id, id, expected_uses, &credential_ct, at).await
+    }
+
+    async fn remove_passkey(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let mut c = self.client().await?;
+        let tx = begin!(c);
+        let removed = users::remove_passkey(&*tx, workspace_id, user_id, id, at, &audit_draft).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(removed)
+    }
+
+    async fn create_ceremony(&self, ceremony: CeremonyRecord) -> StoreResult<()> {
+        users::create_ceremony(&**self.client().await?, &ceremony).await
+    }
+
+    async fn take_ceremony(&self, id: Uuid, kind: CeremonyKind, at: i64) -> StoreResult<Option<CeremonyRecord>> {
+        users::take_ceremony(&**self.client().await?, id, kind, at).await
     }
 
     async fn second_factor_required(&self, workspace_id: &str) -> StoreResult<bool> {

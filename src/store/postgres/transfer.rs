@@ -23,6 +23,8 @@ const TABLES: &[&str] = &[
     "sessions",
     "user_totp",
     "user_recovery_codes",
+    "user_passkeys",
+    "webauthn_ceremonies",
     "roles",
     "sign_in_failures",
     "attributes",

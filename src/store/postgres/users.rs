@@ -3,8 +3,8 @@
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
 use crate::store::{
-    AllowlistSubject, InvitationRecord, RoleRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord,
-    UserStatus,
+    AllowlistSubject, CeremonyKind, CeremonyRecord, InvitationRecord, PasskeyRecord, RoleRecord, SessionRecord, SignInFailures, StoreError,
+    StoreResult, TotpRecord, UserRecord, UserStatus,
 };
 use tokio_postgres::{GenericClient, Row};
 use uuid::Uuid;
@@ -474,17 +474,7 @@ pub async fn confirm_totp<C: GenericClient>(
     if n == 0 {
         return Err(StoreError::Ended("enrolment"));
     }
-    c.execute("DELETE FROM user_recovery_codes WHERE user_id = $1", &[&id])
-        .await
-        .map_err(map_err)?;
-    for hash in recovery {
-        c.execute(
-            "INSERT INTO user_recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, NULL)",
-            &[&id, hash],
-        )
-        .await
-        .map_err(map_err)?;
-    }
+    replace_recovery_codes(c, user, recovery).await?;
     end_sessions_of(c, user, at).await?;
     audit::append(c, draft).await?;
     Ok(())
@@ -515,10 +505,15 @@ pub async fn use_recovery_code<C: GenericClient>(c: &C, ws: &str, user: Uuid, ha
 
 pub async fn remove_second_factors<C: GenericClient>(c: &C, ws: &str, user: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
     let id = user.as_bytes().as_slice();
-    let n = c
+    let totp = c
         .execute("DELETE FROM user_totp WHERE workspace_id = $1 AND user_id = $2", &[&ws, &id])
         .await
         .map_err(map_err)?;
+    let passkeys = c
+        .execute("DELETE FROM user_passkeys WHERE workspace_id = $1 AND user_id = $2", &[&ws, &id])
+        .await
+        .map_err(map_err)?;
+    let n = totp + passkeys;
     c.execute("DELETE FROM user_recovery_codes WHERE user_id = $1", &[&id])
         .await
         .map_err(map_err)?;
@@ -882,4 +877,177 @@ pub async fn set_user_role<C: GenericClient>(
     end_sessions_of(c, id, at).await?;
     audit::append(c, draft).await?;
     Ok(())
+}
+
+/// Replaces a user's recovery codes.
+async fn replace_recovery_codes<C: GenericClient>(c: &C, user: Uuid, recovery: &[Vec<u8>]) -> StoreResult<()> {
+    let id = user.as_bytes().as_slice();
+    c.execute("DELETE FROM user_recovery_codes WHERE user_id = $1", &[&id])
+        .await
+        .map_err(map_err)?;
+    for hash in recovery {
+        c.execute(
+            "INSERT INTO user_recovery_codes (user_id, code_hash, used_at) VALUES ($1, $2, NULL)",
+            &[&id, hash],
+        )
+        .await
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+const PASSKEY_COLUMNS: &str = "id, workspace_id, user_id, credential_hash, credential_ct, name_ct, uses, created_at, last_used_at";
+
+fn uuid_column(r: &Row, i: usize, what: &str) -> StoreResult<Uuid> {
+    let raw: &[u8] = r.try_get(i).map_err(map_err)?;
+    Uuid::from_slice(raw).map_err(|_| malformed(what))
+}
+
+fn passkey_from_row(r: &Row) -> StoreResult<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: uuid_column(r, 0, "passkey id")?,
+        workspace_id: r.try_get(1).map_err(map_err)?,
+        user_id: uuid_column(r, 2, "passkey user id")?,
+        credential_hash: r.try_get(3).map_err(map_err)?,
+        credential_ct: r.try_get(4).map_err(map_err)?,
+        name_ct: r.try_get(5).map_err(map_err)?,
+        uses: r.try_get(6).map_err(map_err)?,
+        created_at: r.try_get(7).map_err(map_err)?,
+        last_used_at: r.try_get(8).map_err(map_err)?,
+    })
+}
+
+pub async fn add_passkey<C: GenericClient>(c: &C, p: &PasskeyRecord, recovery: Option<&[Vec<u8>]>, draft: &AuditDraft) -> StoreResult<()> {
+    let user = p.user_id.as_bytes().as_slice();
+    let locked = c
+        .query_opt(
+            "SELECT 1 FROM users WHERE workspace_id = $1 AND id = $2 FOR UPDATE",
+            &[&p.workspace_id, &user],
+        )
+        .await
+        .map_err(map_err)?;
+    if locked.is_none() {
+        return Err(StoreError::NotFound("user"));
+    }
+    c.execute(
+        &format!("INSERT INTO user_passkeys ({PASSKEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"),
+        &[
+            &p.id.as_bytes().as_slice(),
+            &p.workspace_id,
+            &user,
+            &p.credential_hash,
+            &p.credential_ct,
+            &p.name_ct,
+            &p.uses,
+            &p.created_at,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    if let Some(hashes) = recovery {
+        replace_recovery_codes(c, p.user_id, hashes).await?;
+    }
+    end_sessions_of(c, p.user_id, p.created_at).await?;
+    audit::append(c, draft).await?;
+    Ok(())
+}
+
+pub async fn list_passkeys<C: GenericClient>(c: &C, ws: &str, user: Uuid) -> StoreResult<Vec<PasskeyRecord>> {
+    c.query(
+        &format!("SELECT {PASSKEY_COLUMNS} FROM user_passkeys WHERE user_id = $2 AND workspace_id = $1 ORDER BY created_at, id"),
+        &[&ws, &user.as_bytes().as_slice()],
+    )
+    .await
+    .map_err(map_err)?
+    .iter()
+    .map(passkey_from_row)
+    .collect()
+}
+
+pub async fn use_passkey<C: GenericClient>(c: &C, ws: &str, id: Uuid, expected: i64, credential_ct: &[u8], at: i64) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE user_passkeys SET uses = uses + 1, credential_ct = $4, last_used_at = $5
+             WHERE workspace_id = $1 AND id = $2 AND uses = $3",
+            &[&ws, &id.as_bytes().as_slice(), &expected, &credential_ct, &at],
+        )
+        .await
+        .map_err(map_err)?;
+    Ok(n == 1)
+}
+
+pub async fn remove_passkey<C: GenericClient>(c: &C, ws: &str, user: Uuid, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "DELETE FROM user_passkeys WHERE workspace_id = $1 AND user_id = $2 AND id = $3",
+            &[&ws, &user.as_bytes().as_slice(), &id.as_bytes().as_slice()],
+        )
+        .await
+        .map_err(map_err)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    end_sessions_of(c, user, at).await?;
+    audit::append(c, draft).await?;
+    Ok(true)
+}
+
+const CEREMONY_COLUMNS: &str = "id, workspace_id, kind, user_id, session_id, state_ct, created_at, expires_at";
+
+fn ceremony_from_row(r: &Row) -> StoreResult<CeremonyRecord> {
+    let kind: &str = r.try_get(2).map_err(map_err)?;
+    let optional_uuid = |i: usize, what: &str| -> StoreResult<Option<Uuid>> {
+        match r.try_get::<_, Option<&[u8]>>(i).map_err(map_err)? {
+            None => Ok(None),
+            Some(raw) => Uuid::from_slice(raw).map(Some).map_err(|_| malformed(what)),
+        }
+    };
+    Ok(CeremonyRecord {
+        id: uuid_column(r, 0, "ceremony id")?,
+        workspace_id: r.try_get(1).map_err(map_err)?,
+        kind: CeremonyKind::parse(kind).ok_or_else(|| malformed("ceremony kind"))?,
+        user_id: optional_uuid(3, "ceremony user id")?,
+        session_id: optional_uuid(4, "ceremony session id")?,
+        state_ct: r.try_get(5).map_err(map_err)?,
+        created_at: r.try_get(6).map_err(map_err)?,
+        expires_at: r.try_get(7).map_err(map_err)?,
+    })
+}
+
+pub async fn create_ceremony<C: GenericClient>(c: &C, x: &CeremonyRecord) -> StoreResult<()> {
+    c.execute("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1", &[&x.created_at])
+        .await
+        .map_err(map_err)?;
+    let user = x.user_id.map(|u| u.as_bytes().to_vec());
+    let session = x.session_id.map(|s| s.as_bytes().to_vec());
+    c.execute(
+        &format!("INSERT INTO webauthn_ceremonies ({CEREMONY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+        &[
+            &x.id.as_bytes().as_slice(),
+            &x.workspace_id,
+            &x.kind.as_str(),
+            &user,
+            &session,
+            &x.state_ct,
+            &x.created_at,
+            &x.expires_at,
+        ],
+    )
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub async fn take_ceremony<C: GenericClient>(c: &C, id: Uuid, kind: CeremonyKind, at: i64) -> StoreResult<Option<CeremonyRecord>> {
+    let taken = c
+        .query_opt(
+            &format!("DELETE FROM webauthn_ceremonies WHERE id = $1 AND kind = $2 RETURNING {CEREMONY_COLUMNS}"),
+            &[&id.as_bytes().as_slice(), &kind.as_str()],
+        )
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(ceremony_from_row)
+        .transpose()?;
+    Ok(taken.filter(|x| x.expires_at > at))
 }

@@ -30,6 +30,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../../migrations/sqlite/0008_password_reset.sql")),
     (9, include_str!("../../../migrations/sqlite/0009_custom_roles.sql")),
     (10, include_str!("../../../migrations/sqlite/0010_key_last_address.sql")),
+    (11, include_str!("../../../migrations/sqlite/0011_passkeys.sql")),
 ];
 const READERS: usize = 4;
 
@@ -198,6 +199,8 @@ pub(crate) fn map_err(e: rusqlite::Error) -> StoreError {
                 "list name"
             } else if msg.contains("attributes.") {
                 "attribute"
+            } else if msg.contains("user_passkeys.") {
+                "passkey"
             } else {
                 "record"
             };
@@ -573,6 +576,35 @@ impl Store for SqliteStore {
         let ws = workspace_id.to_string();
         self.write(move |c| users::remove_second_factors(c, &ws, user_id, at, &audit_draft))
             .await
+    }
+
+    async fn add_passkey(&self, passkey: PasskeyRecord, recovery_hashes: Option<Vec<Vec<u8>>>, audit_draft: AuditDraft) -> StoreResult<()> {
+        self.write(move |c| users::add_passkey(c, &passkey, recovery_hashes.as_deref(), &audit_draft))
+            .await
+    }
+
+    async fn list_passkeys(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Vec<PasskeyRecord>> {
+        self.read_point(|c| users::list_passkeys(c, workspace_id, user_id)).await
+    }
+
+    async fn use_passkey(&self, workspace_id: &str, id: Uuid, expected_uses: i64, credential_ct: Vec<u8>, at: i64) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::use_passkey(c, &ws, id, expected_uses, &credential_ct, at))
+            .await
+    }
+
+    async fn remove_passkey(&self, workspace_id: &str, user_id: Uuid, id: Uuid, at: i64, audit_draft: AuditDraft) -> StoreResult<bool> {
+        let ws = workspace_id.to_string();
+        self.write(move |c| users::remove_passkey(c, &ws, user_id, id, at, &audit_draft))
+            .await
+    }
+
+    async fn create_ceremony(&self, ceremony: CeremonyRecord) -> StoreResult<()> {
+        self.write(move |c| users::create_ceremony(c, &ceremony)).await
+    }
+
+    async fn take_ceremony(&self, id: Uuid, kind: CeremonyKind, at: i64) -> StoreResult<Option<CeremonyRecord>> {
+        self.write(move |c| users::take_ceremony(c, id, kind, at)).await
     }
 
     async fn second_factor_required(&self, workspace_id: &str) -> StoreResult<bool> {

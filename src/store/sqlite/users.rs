@@ -3,8 +3,8 @@
 use super::{audit, map_err};
 use crate::audit::AuditDraft;
 use crate::store::{
-    AllowlistSubject, InvitationRecord, RoleRecord, SessionRecord, SignInFailures, StoreError, StoreResult, TotpRecord, UserRecord,
-    UserStatus,
+    AllowlistSubject, CeremonyKind, CeremonyRecord, InvitationRecord, PasskeyRecord, RoleRecord, SessionRecord, SignInFailures, StoreError,
+    StoreResult, TotpRecord, UserRecord, UserStatus,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
@@ -398,15 +398,7 @@ pub fn confirm_totp(c: &Connection, ws: &str, user: Uuid, step: i64, recovery: &
     if n == 0 {
         return Err(StoreError::Ended("enrolment"));
     }
-    c.execute("DELETE FROM user_recovery_codes WHERE user_id = ?1", [user.as_bytes().as_slice()])
-        .map_err(map_err)?;
-    for hash in recovery {
-        c.execute(
-            "INSERT INTO user_recovery_codes (user_id, code_hash, used_at) VALUES (?1, ?2, NULL)",
-            params![user.as_bytes().as_slice(), hash],
-        )
-        .map_err(map_err)?;
-    }
+    replace_recovery_codes(c, user, recovery)?;
     end_sessions_of(c, user, at)?;
     audit::append(c, draft)?;
     Ok(())
@@ -434,12 +426,19 @@ pub fn use_recovery_code(c: &Connection, ws: &str, user: Uuid, hash: &[u8], at: 
 }
 
 pub fn remove_second_factors(c: &Connection, ws: &str, user: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
-    let n = c
+    let totp = c
         .execute(
             "DELETE FROM user_totp WHERE workspace_id = ?1 AND user_id = ?2",
             params![ws, user.as_bytes().as_slice()],
         )
         .map_err(map_err)?;
+    let passkeys = c
+        .execute(
+            "DELETE FROM user_passkeys WHERE workspace_id = ?1 AND user_id = ?2",
+            params![ws, user.as_bytes().as_slice()],
+        )
+        .map_err(map_err)?;
+    let n = totp + passkeys;
     c.execute("DELETE FROM user_recovery_codes WHERE user_id = ?1", [user.as_bytes().as_slice()])
         .map_err(map_err)?;
     if n == 0 {
@@ -717,4 +716,155 @@ pub fn set_user_role(c: &Connection, ws: &str, id: Uuid, role: &str, lists: &[St
     end_sessions_of(c, id, at)?;
     audit::append(c, draft)?;
     Ok(())
+}
+
+const PASSKEY_COLUMNS: &str = "id, workspace_id, user_id, credential_hash, credential_ct, name_ct, uses, created_at, last_used_at";
+
+fn uuid_column(r: &Row<'_>, i: usize, what: &str) -> rusqlite::Result<Uuid> {
+    let raw: Vec<u8> = r.get(i)?;
+    Uuid::from_slice(&raw)
+        .map_err(|_| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Blob, format!("malformed {what}").into()))
+}
+
+fn passkey_from_row(r: &Row<'_>) -> rusqlite::Result<PasskeyRecord> {
+    Ok(PasskeyRecord {
+        id: uuid_column(r, 0, "passkey id")?,
+        workspace_id: r.get(1)?,
+        user_id: uuid_column(r, 2, "user id")?,
+        credential_hash: r.get(3)?,
+        credential_ct: r.get(4)?,
+        name_ct: r.get(5)?,
+        uses: r.get(6)?,
+        created_at: r.get(7)?,
+        last_used_at: r.get(8)?,
+    })
+}
+
+/// Replaces a user's recovery codes.
+fn replace_recovery_codes(c: &Connection, user: Uuid, recovery: &[Vec<u8>]) -> StoreResult<()> {
+    c.execute("DELETE FROM user_recovery_codes WHERE user_id = ?1", [user.as_bytes().as_slice()])
+        .map_err(map_err)?;
+    for hash in recovery {
+        c.execute(
+            "INSERT INTO user_recovery_codes (user_id, code_hash, used_at) VALUES (?1, ?2, NULL)",
+            params![user.as_bytes().as_slice(), hash],
+        )
+        .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+pub fn add_passkey(c: &Connection, p: &PasskeyRecord, recovery: Option<&[Vec<u8>]>, draft: &AuditDraft) -> StoreResult<()> {
+    if find(c, &p.workspace_id, p.user_id).map_err(map_err)?.is_none() {
+        return Err(StoreError::NotFound("user"));
+    }
+    c.execute(
+        &format!("INSERT INTO user_passkeys ({PASSKEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL)"),
+        params![
+            p.id.as_bytes().as_slice(),
+            p.workspace_id,
+            p.user_id.as_bytes().as_slice(),
+            p.credential_hash,
+            p.credential_ct,
+            p.name_ct,
+            p.uses,
+            p.created_at
+        ],
+    )
+    .map_err(map_err)?;
+    if let Some(hashes) = recovery {
+        replace_recovery_codes(c, p.user_id, hashes)?;
+    }
+    end_sessions_of(c, p.user_id, p.created_at)?;
+    audit::append(c, draft)?;
+    Ok(())
+}
+
+pub fn list_passkeys(c: &Connection, ws: &str, user: Uuid) -> rusqlite::Result<Vec<PasskeyRecord>> {
+    c.prepare_cached(&format!(
+        "SELECT {PASSKEY_COLUMNS} FROM user_passkeys WHERE user_id = ?2 AND workspace_id = ?1 ORDER BY created_at, id"
+    ))?
+    .query_map(params![ws, user.as_bytes().as_slice()], passkey_from_row)?
+    .collect()
+}
+
+pub fn use_passkey(c: &Connection, ws: &str, id: Uuid, expected: i64, credential_ct: &[u8], at: i64) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "UPDATE user_passkeys SET uses = uses + 1, credential_ct = ?4, last_used_at = ?5
+             WHERE workspace_id = ?1 AND id = ?2 AND uses = ?3",
+            params![ws, id.as_bytes().as_slice(), expected, credential_ct, at],
+        )
+        .map_err(map_err)?;
+    Ok(n == 1)
+}
+
+pub fn remove_passkey(c: &Connection, ws: &str, user: Uuid, id: Uuid, at: i64, draft: &AuditDraft) -> StoreResult<bool> {
+    let n = c
+        .execute(
+            "DELETE FROM user_passkeys WHERE workspace_id = ?1 AND user_id = ?2 AND id = ?3",
+            params![ws, user.as_bytes().as_slice(), id.as_bytes().as_slice()],
+        )
+        .map_err(map_err)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    end_sessions_of(c, user, at)?;
+    audit::append(c, draft)?;
+    Ok(true)
+}
+
+const CEREMONY_COLUMNS: &str = "id, workspace_id, kind, user_id, session_id, state_ct, created_at, expires_at";
+
+fn ceremony_from_row(r: &Row<'_>) -> rusqlite::Result<CeremonyRecord> {
+    let kind: String = r.get(2)?;
+    let optional_uuid = |i: usize, what: &str| -> rusqlite::Result<Option<Uuid>> {
+        match r.get::<_, Option<Vec<u8>>>(i)? {
+            None => Ok(None),
+            Some(_) => uuid_column(r, i, what).map(Some),
+        }
+    };
+    Ok(CeremonyRecord {
+        id: uuid_column(r, 0, "ceremony id")?,
+        workspace_id: r.get(1)?,
+        kind: CeremonyKind::parse(&kind)
+            .ok_or_else(|| rusqlite::Error::FromSqlConversionFailure(2, rusqlite::types::Type::Text, "unknown ceremony kind".into()))?,
+        user_id: optional_uuid(3, "user id")?,
+        session_id: optional_uuid(4, "session id")?,
+        state_ct: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+    })
+}
+
+pub fn create_ceremony(c: &Connection, x: &CeremonyRecord) -> StoreResult<()> {
+    c.execute("DELETE FROM webauthn_ceremonies WHERE expires_at <= ?1", [x.created_at])
+        .map_err(map_err)?;
+    c.execute(
+        &format!("INSERT INTO webauthn_ceremonies ({CEREMONY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        params![
+            x.id.as_bytes().as_slice(),
+            x.workspace_id,
+            x.kind.as_str(),
+            x.user_id.map(|u| u.as_bytes().to_vec()),
+            x.session_id.map(|s| s.as_bytes().to_vec()),
+            x.state_ct,
+            x.created_at,
+            x.expires_at
+        ],
+    )
+    .map_err(map_err)?;
+    Ok(())
+}
+
+pub fn take_ceremony(c: &Connection, id: Uuid, kind: CeremonyKind, at: i64) -> StoreResult<Option<CeremonyRecord>> {
+    let taken = c
+        .query_row(
+            &format!("DELETE FROM webauthn_ceremonies WHERE id = ?1 AND kind = ?2 RETURNING {CEREMONY_COLUMNS}"),
+            params![id.as_bytes().as_slice(), kind.as_str()],
+            ceremony_from_row,
+        )
+        .optional()
+        .map_err(map_err)?;
+    Ok(taken.filter(|x| x.expires_at > at))
 }
