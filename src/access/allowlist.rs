@@ -9,9 +9,13 @@ use std::net::IpAddr;
 /// Most entries one list holds.
 pub const MAX_ENTRIES: usize = 100;
 
-/// A parsed allowlist.
+/// A parsed allowlist. A stored list with an entry that no longer parses is
+/// `unreadable`: it allows no address until it is set again (never every one).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Allowlist(Vec<IpNet>);
+pub struct Allowlist {
+    nets: Vec<IpNet>,
+    unreadable: bool,
+}
 
 impl Allowlist {
     /// Parses entries such as `203.0.113.0/24`, `2001:db8::/48` or `198.51.100.7`.
@@ -29,36 +33,44 @@ impl Allowlist {
                 nets.push(net);
             }
         }
-        Ok(Allowlist(nets))
+        Ok(Allowlist { nets, unreadable: false })
     }
 
-    /// Reads a stored list; entries that no longer parse are kept out (and an
-    /// empty result of a non-empty stored list refuses everything, see `permits`).
+    /// Reads a stored list. When an entry no longer parses (a damaged row) the
+    /// list keeps the entries that do and is marked unreadable: it then allows
+    /// only those, and none at all when none parse, so damage never opens it.
     pub fn from_stored(entries: &[String]) -> Self {
         match Allowlist::parse(entries) {
             Ok(list) => list,
-            Err(_) => Allowlist(entries.iter().filter_map(|e| parse_entry(e).ok()).collect()),
+            Err(why) => {
+                tracing::warn!(%why, "a stored allowlist does not parse; it allows only the entries that do");
+                Allowlist {
+                    nets: entries.iter().filter_map(|e| parse_entry(e.trim()).ok()).collect(),
+                    unreadable: true,
+                }
+            }
         }
     }
 
+    /// Whether the list allows every address (it has no entry and is not damaged).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.nets.is_empty() && !self.unreadable
     }
 
     /// Whether `ip` may be used: always for an empty list; never for an unknown
-    /// address when the list is not empty.
+    /// address when the list is not empty or is damaged.
     pub fn permits(&self, ip: Option<IpAddr>) -> bool {
-        if self.0.is_empty() {
+        if self.is_empty() {
             return true;
         }
         let Some(ip) = ip else { return false };
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
+        self.nets.iter().any(|net| net.contains(&ip))
     }
 
     /// The entries in canonical form, as stored and shown.
     pub fn entries(&self) -> Vec<String> {
-        self.0.iter().map(ToString::to_string).collect()
+        self.nets.iter().map(ToString::to_string).collect()
     }
 }
 
@@ -110,6 +122,20 @@ mod tests {
         assert!(!list.permits(ip("2001:db9::1")));
         assert!(!list.permits(None), "an unknown address is refused when a list is set");
         assert!(Allowlist::default().permits(None), "an empty list allows every address");
+    }
+
+    #[test]
+    fn a_damaged_stored_list_never_opens() {
+        let stored = |e: &[&str]| Allowlist::from_stored(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let none_parse = stored(&[crate::store::UNREADABLE, "garbage"]);
+        assert!(!none_parse.is_empty());
+        assert!(!none_parse.permits(ip("203.0.113.9")));
+        let one_parses = stored(&["garbage", "203.0.113.0/24"]);
+        assert!(one_parses.permits(ip("203.0.113.9")));
+        assert!(!one_parses.permits(ip("198.51.100.1")));
+        assert!(stored(&[]).permits(ip("198.51.100.1")));
+        assert_eq!(crate::store::stored_strings("not json", "test"), [crate::store::UNREADABLE]);
+        assert_eq!(crate::store::stored_strings(r#"["a"]"#, "test"), ["a"]);
     }
 
     #[test]

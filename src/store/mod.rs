@@ -10,6 +10,19 @@ mod types;
 
 pub use types::*;
 
+/// What a damaged stored list (scopes, lists, allowlist) reads as: one entry
+/// that names no permission, no list and no address, so that damage narrows
+/// what a key or a workspace may do (never "every list" or "any address").
+pub const UNREADABLE: &str = "(unreadable)";
+
+/// A stored JSON list of strings; a damaged one reads as `[UNREADABLE]`.
+pub(crate) fn stored_strings(raw: &str, what: &str) -> Vec<String> {
+    serde_json::from_str(raw).unwrap_or_else(|_| {
+        tracing::warn!(what, "a stored list does not parse; it is read as allowing nothing");
+        vec![UNREADABLE.to_string()]
+    })
+}
+
 use crate::audit::{AuditDraft, AuditEvent, Checkpoint};
 use async_trait::async_trait;
 use thiserror::Error;
@@ -271,7 +284,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Sign-in throttling (shared by every server on the store)
 
-    /// Failed sign-ins counted under `scope` (`account` or `address`) and `key`.
+    /// Failed sign-ins counted under `scope` (`account` or `address`; also
+    /// `passkey_challenge`, sign-in challenges asked for) and `key`.
     async fn sign_in_failures(&self, workspace_id: &str, scope: &str, key: &[u8]) -> StoreResult<Option<SignInFailures>>;
     /// Counts a failed sign-in; a count whose first failure is older than
     /// `window` starts over. Returns the count after it.

@@ -21,7 +21,7 @@ use consentry::store::sqlite::SqliteStore;
 use consentry::store::{
     AllowlistSubject, ApiKeyRecord, BatchFound, BatchLookup, BatchWrites, CeremonyKind, CeremonyRecord, ConsentEventRow, ContactRow,
     IdentifierKind, ImportCounts, ImportJob, ImportPlanner, ImportRejection, ImportStatus, InvitationRecord, ListRecord, ListScope,
-    NewContact, PasskeyRecord, RoleRecord, SessionRecord, Store, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus,
+    NewContact, PasskeyRecord, RoleRecord, SessionRecord, Store, StoreError, StoreResult, TotpRecord, UserRecord, UserStatus, UNREADABLE,
 };
 use consentry::vault::contacts::{open_row, seal_new, ContactPlain};
 use consentry::vault::Vault;
@@ -228,6 +228,7 @@ conformance!(
     batches_looked_up_ahead_see_every_later_write,
     list_members_are_counted_once,
     api_keys_round_trip,
+    damaged_key_lists_read_as_allowing_nothing,
     users_and_invitations_round_trip,
     sessions_round_trip,
     second_factors_round_trip,
@@ -1836,6 +1837,38 @@ async fn second_factors_round_trip(b: &Backend) {
         .await
         .unwrap());
     assert_eq!(head(b, &ws).await, reset, "resetting twice recorded twice");
+}
+
+/// A key whose stored scopes, lists or allowlist were damaged (not JSON) reads
+/// as holding nothing, limited to no list and usable from no address: damage
+/// never widens a key. The same for the workspace's allowlist.
+async fn damaged_key_lists_read_as_allowing_nothing(b: &Backend) {
+    let ws = workspace(b, "t").await;
+    let s = &b.store;
+    let key = api_key(&ws, "damaged", &["lst_a"]);
+    s.create_api_key(key.clone(), draft(&ws, "api_key.created")).await.unwrap();
+    s.set_allowlist(
+        &ws.id,
+        AllowlistSubject::Workspace,
+        vec!["203.0.113.0/24".into()],
+        now(),
+        draft(&ws, "security.allowlist_changed"),
+    )
+    .await
+    .unwrap();
+    b.raw
+        .execute(&format!(
+            "UPDATE api_keys SET scopes = 'x', list_ids = '[', allowlist = '{{' WHERE id = '{}'",
+            key.id
+        ))
+        .unwrap();
+    b.raw.execute("UPDATE workspace_security SET allowlist = 'not json'").unwrap();
+    let read = s.find_api_key(&key.id).await.unwrap().unwrap();
+    assert_eq!(read.scopes, [UNREADABLE]);
+    assert_eq!(read.list_ids, [UNREADABLE], "not an empty list, which would mean every list");
+    assert_eq!(read.allowlist, [UNREADABLE]);
+    assert!(!consentry::access::allowlist::Allowlist::from_stored(&read.allowlist).permits("203.0.113.1".parse().ok()));
+    assert_eq!(s.workspace_allowlist(&ws.id).await.unwrap(), [UNREADABLE]);
 }
 
 /// Passkeys: stored per user, a credential once per workspace, each use a

@@ -662,7 +662,9 @@ pub async fn workspace_allowlist<C: GenericClient>(c: &C, ws: &str) -> StoreResu
         .map(|r| r.try_get(0))
         .transpose()
         .map_err(map_err)?;
-    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default())
+    Ok(raw
+        .map(|r| crate::store::stored_strings(&r, "workspace allowlist"))
+        .unwrap_or_default())
 }
 
 pub async fn set_allowlist<C: GenericClient>(

@@ -239,14 +239,14 @@ fn api_key_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRecord> {
         workspace_id: r.get(1)?,
         name: r.get(2)?,
         secret_hash: r.get(3)?,
-        scopes: serde_json::from_str(&scopes).unwrap_or_default(),
-        list_ids: serde_json::from_str(&lists).unwrap_or_default(),
+        scopes: stored_strings(&scopes, "api key scopes"),
+        list_ids: stored_strings(&lists, "api key lists"),
         created_by: r.get(6)?,
         created_at: r.get(7)?,
         expires_at: r.get(8)?,
         revoked_at: r.get(9)?,
         last_used_at: r.get(10)?,
-        allowlist: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+        allowlist: stored_strings(&r.get::<_, String>(11)?, "api key allowlist"),
         last_used_from: r.get(12)?,
     })
 }

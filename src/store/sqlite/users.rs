@@ -541,7 +541,9 @@ pub fn workspace_allowlist(c: &Connection, ws: &str) -> rusqlite::Result<Vec<Str
         .prepare_cached("SELECT allowlist FROM workspace_security WHERE workspace_id = ?1")?
         .query_row([ws], |r| r.get(0))
         .optional()?;
-    Ok(raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default())
+    Ok(raw
+        .map(|r| crate::store::stored_strings(&r, "workspace allowlist"))
+        .unwrap_or_default())
 }
 
 pub fn set_allowlist(
