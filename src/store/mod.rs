@@ -219,8 +219,16 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a user's new passkey and ends all their sessions (a factor
     /// change); with `recovery_hashes`, also replaces their recovery codes.
     /// `NotFound("user")` for a user not in the workspace; `Conflict("passkey")`
-    /// when the workspace has the credential already.
-    async fn add_passkey(&self, passkey: PasskeyRecord, recovery_hashes: Option<Vec<Vec<u8>>>, audit: AuditDraft) -> StoreResult<()>;
+    /// when the workspace has the credential already; `Conflict("passkeys")` when
+    /// the user holds `limit` passkeys already (counted in the same transaction,
+    /// so registrations finishing together never pass it).
+    async fn add_passkey(
+        &self,
+        passkey: PasskeyRecord,
+        recovery_hashes: Option<Vec<Vec<u8>>>,
+        limit: usize,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
     /// A user's passkeys, oldest first.
     async fn list_passkeys(&self, workspace_id: &str, user_id: Uuid) -> StoreResult<Vec<PasskeyRecord>>;
     /// Records an accepted assertion: the sealed credential with its new

@@ -37,6 +37,14 @@ use webauthn_rs::prelude::{
 pub const CEREMONY_MICROS: i64 = 5 * 60 * 1_000_000;
 /// Passkeys one user may hold.
 pub const MAX_PASSKEYS: usize = 10;
+
+/// The refusal of an eleventh passkey, at the start of a registration or, when
+/// others finished meanwhile, at its end.
+fn too_many_passkeys() -> VaultError {
+    VaultError::Conflict(format!(
+        "you have {MAX_PASSKEYS} passkeys, the most one user may hold: remove one first"
+    ))
+}
 const NAME_MAX_CHARS: usize = 64;
 /// Passkey sign-in challenges one client address may ask for within the
 /// sign-in throttling window (15 minutes).
@@ -257,9 +265,7 @@ impl Vault {
         let cipher = user_cipher(&keys, &user)?;
         let existing = self.store.list_passkeys(&p.workspace_id, user.id).await?;
         if existing.len() >= MAX_PASSKEYS {
-            return Err(VaultError::Conflict(format!(
-                "you have {MAX_PASSKEYS} passkeys, the most one user may hold: remove one first"
-            )));
+            return Err(too_many_passkeys());
         }
         let exclude = existing
             .iter()
@@ -339,12 +345,16 @@ impl Vault {
             .ip_hash(p.ip_hash.clone())
             .details(serde_json::json!({ "recovery_codes_issued": first }));
         let recovery = first.then(|| codes.iter().map(|c| recovery_hash(&keys, c)).collect());
-        self.store.add_passkey(record.clone(), recovery, draft).await.map_err(|e| match e {
-            crate::store::StoreError::Conflict { .. } => {
-                VaultError::Conflict("this passkey is registered already (to you or to another user of this workspace)".into())
-            }
-            other => other.into(),
-        })?;
+        self.store
+            .add_passkey(record.clone(), recovery, MAX_PASSKEYS, draft)
+            .await
+            .map_err(|e| match e {
+                crate::store::StoreError::Conflict { field: "passkeys" } => too_many_passkeys(),
+                crate::store::StoreError::Conflict { .. } => {
+                    VaultError::Conflict("this passkey is registered already (to you or to another user of this workspace)".into())
+                }
+                other => other.into(),
+            })?;
         Ok(PasskeyEnrolled {
             passkey: view(&cipher, &record)?,
             recovery_codes: codes.into_iter().map(SecretString::from).collect(),

@@ -1898,6 +1898,7 @@ async fn passkeys_and_ceremonies_round_trip(b: &Backend) {
     s.add_passkey(
         first.clone(),
         Some(vec![vec![7; 32], vec![8; 32]]),
+        10,
         draft(&ws, "user.passkey_enrolled"),
     )
     .await
@@ -1910,26 +1911,34 @@ async fn passkeys_and_ceremonies_round_trip(b: &Backend) {
     assert!(s.use_recovery_code(&ws.id, user.id, &[7; 32], now()).await.unwrap());
     let before = head(b, &ws).await;
     assert!(matches!(
-        s.add_passkey(passkey(2, 1), None, draft(&ws, "user.passkey_enrolled")).await,
+        s.add_passkey(passkey(2, 1), None, 10, draft(&ws, "user.passkey_enrolled")).await,
         Err(StoreError::Conflict { field: "passkey" })
     ));
     assert_eq!(head(b, &ws).await, before, "a refused passkey records nothing");
     let mut stranger = passkey(3, 3);
     stranger.user_id = Uuid::now_v7();
     assert!(matches!(
-        s.add_passkey(stranger, None, draft(&ws, "user.passkey_enrolled")).await,
+        s.add_passkey(stranger, None, 10, draft(&ws, "user.passkey_enrolled")).await,
         Err(StoreError::NotFound("user"))
     ));
     let mut elsewhere = passkey(4, 4);
     elsewhere.workspace_id = other.id.clone();
     assert!(matches!(
-        s.add_passkey(elsewhere, None, draft(&other, "user.passkey_enrolled")).await,
+        s.add_passkey(elsewhere, None, 10, draft(&other, "user.passkey_enrolled")).await,
         Err(StoreError::NotFound("user"))
     ));
     let second = passkey(5, 5);
-    s.add_passkey(second.clone(), None, draft(&ws, "user.passkey_enrolled"))
+    s.add_passkey(second.clone(), None, 10, draft(&ws, "user.passkey_enrolled"))
         .await
         .unwrap();
+    // The limit is counted when the passkey is stored, whatever was seen when its
+    // registration began.
+    let before = head(b, &ws).await;
+    assert!(matches!(
+        s.add_passkey(passkey(6, 6), None, 2, draft(&ws, "user.passkey_enrolled")).await,
+        Err(StoreError::Conflict { field: "passkeys" })
+    ));
+    assert_eq!(head(b, &ws).await, before, "a passkey over the limit records nothing");
     assert!(
         s.use_recovery_code(&ws.id, user.id, &[8; 32], now()).await.unwrap(),
         "without new codes the old ones stay"

@@ -691,10 +691,16 @@ impl Store for PostgresStore {
         Ok(removed)
     }
 
-    async fn add_passkey(&self, passkey: PasskeyRecord, recovery_hashes: Option<Vec<Vec<u8>>>, audit_draft: AuditDraft) -> StoreResult<()> {
+    async fn add_passkey(
+        &self,
+        passkey: PasskeyRecord,
+        recovery_hashes: Option<Vec<Vec<u8>>>,
+        limit: usize,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
         let mut c = self.client().await?;
         let tx = begin!(c);
-        users::add_passkey(&*tx, &passkey, recovery_hashes.as_deref(), &audit_draft).await?;
+        users::add_passkey(&*tx, &passkey, recovery_hashes.as_deref(), limit, &audit_draft).await?;
         tx.commit().await.map_err(map_err)
     }
 

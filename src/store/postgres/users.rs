@@ -919,7 +919,13 @@ fn passkey_from_row(r: &Row) -> StoreResult<PasskeyRecord> {
     })
 }
 
-pub async fn add_passkey<C: GenericClient>(c: &C, p: &PasskeyRecord, recovery: Option<&[Vec<u8>]>, draft: &AuditDraft) -> StoreResult<()> {
+pub async fn add_passkey<C: GenericClient>(
+    c: &C,
+    p: &PasskeyRecord,
+    recovery: Option<&[Vec<u8>]>,
+    limit: usize,
+    draft: &AuditDraft,
+) -> StoreResult<()> {
     let user = p.user_id.as_bytes().as_slice();
     let locked = c
         .query_opt(
@@ -930,6 +936,15 @@ pub async fn add_passkey<C: GenericClient>(c: &C, p: &PasskeyRecord, recovery: O
         .map_err(map_err)?;
     if locked.is_none() {
         return Err(StoreError::NotFound("user"));
+    }
+    // The user's row is locked: registrations of one user count one at a time.
+    let held: i64 = c
+        .query_one("SELECT count(*) FROM user_passkeys WHERE user_id = $1", &[&user])
+        .await
+        .map_err(map_err)?
+        .get(0);
+    if held as usize >= limit {
+        return Err(StoreError::Conflict { field: "passkeys" });
     }
     c.execute(
         &format!("INSERT INTO user_passkeys ({PASSKEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"),

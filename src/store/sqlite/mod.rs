@@ -578,8 +578,14 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn add_passkey(&self, passkey: PasskeyRecord, recovery_hashes: Option<Vec<Vec<u8>>>, audit_draft: AuditDraft) -> StoreResult<()> {
-        self.write(move |c| users::add_passkey(c, &passkey, recovery_hashes.as_deref(), &audit_draft))
+    async fn add_passkey(
+        &self,
+        passkey: PasskeyRecord,
+        recovery_hashes: Option<Vec<Vec<u8>>>,
+        limit: usize,
+        audit_draft: AuditDraft,
+    ) -> StoreResult<()> {
+        self.write(move |c| users::add_passkey(c, &passkey, recovery_hashes.as_deref(), limit, &audit_draft))
             .await
     }
 

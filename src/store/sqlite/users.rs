@@ -756,9 +756,20 @@ fn replace_recovery_codes(c: &Connection, user: Uuid, recovery: &[Vec<u8>]) -> S
     Ok(())
 }
 
-pub fn add_passkey(c: &Connection, p: &PasskeyRecord, recovery: Option<&[Vec<u8>]>, draft: &AuditDraft) -> StoreResult<()> {
+pub fn add_passkey(c: &Connection, p: &PasskeyRecord, recovery: Option<&[Vec<u8>]>, limit: usize, draft: &AuditDraft) -> StoreResult<()> {
     if find(c, &p.workspace_id, p.user_id).map_err(map_err)?.is_none() {
         return Err(StoreError::NotFound("user"));
+    }
+    // The single writer makes the count and the insert one step.
+    let held: i64 = c
+        .query_row(
+            "SELECT count(*) FROM user_passkeys WHERE user_id = ?1",
+            [p.user_id.as_bytes().as_slice()],
+            |r| r.get(0),
+        )
+        .map_err(map_err)?;
+    if held as usize >= limit {
+        return Err(StoreError::Conflict { field: "passkeys" });
     }
     c.execute(
         &format!("INSERT INTO user_passkeys ({PASSKEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL)"),
