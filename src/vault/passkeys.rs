@@ -38,6 +38,16 @@ pub const CEREMONY_MICROS: i64 = 5 * 60 * 1_000_000;
 /// Passkeys one user may hold.
 pub const MAX_PASSKEYS: usize = 10;
 
+/// The signature counter a stored passkey holds (read from its serialised
+/// form: the library keeps the field to itself).
+fn stored_counter(passkey: &Passkey) -> VaultResult<u32> {
+    serde_json::to_value(passkey)
+        .ok()
+        .and_then(|v| v.pointer("/cred/counter").and_then(|c| c.as_u64()))
+        .and_then(|c| u32::try_from(c).ok())
+        .ok_or_else(|| VaultError::Internal(anyhow::anyhow!("a stored passkey has no readable signature counter")))
+}
+
 /// The refusal of an eleventh passkey, at the start of a registration or, when
 /// others finished meanwhile, at its end.
 fn too_many_passkeys() -> VaultError {
@@ -257,10 +267,23 @@ impl Vault {
         Ok(ceremony)
     }
 
+    /// A passkey signs in on its own, so a user who has a second factor adds
+    /// one only after a second-factor check within 10 minutes: a session taken
+    /// over later (a stolen cookie, an unattended browser) cannot plant a way
+    /// back in that outlives a password change. A user without one (enrolling,
+    /// maybe because the workspace requires it) needs no check.
+    async fn require_factor_for_new_passkey(&self, p: &Principal, user: &UserRecord) -> VaultResult<()> {
+        if self.has_second_factor(&p.workspace_id, user.id).await? {
+            p.require_recent_factor(self.now())?;
+        }
+        Ok(())
+    }
+
     /// Starts registering a passkey for the signed-in user.
     pub async fn begin_passkey_registration(&self, p: &Principal, session: Option<Uuid>) -> VaultResult<PasskeyChallenge> {
         let rp = self.webauthn()?;
         let user = self.own_user(p).await?;
+        self.require_factor_for_new_passkey(p, &user).await?;
         let keys = self.keys(&p.workspace_id).await?;
         let cipher = user_cipher(&keys, &user)?;
         let existing = self.store.list_passkeys(&p.workspace_id, user.id).await?;
@@ -310,6 +333,7 @@ impl Vault {
     ) -> VaultResult<PasskeyEnrolled> {
         let rp = self.webauthn()?;
         let user = self.own_user(p).await?;
+        self.require_factor_for_new_passkey(p, &user).await?;
         let name = passkey_name(name)?;
         let credential: RegisterPublicKeyCredential = parse_credential(credential, "a passkey registration")?;
         let ceremony = self
@@ -489,22 +513,33 @@ impl Vault {
         result: Result<webauthn_rs::prelude::AuthenticationResult, WebauthnError>,
         ip_hash: Option<String>,
     ) -> VaultResult<bool> {
+        let regressed = |ip_hash: Option<String>| {
+            AuditDraft::new(&user.workspace_id, "anonymous", "user.passkey_counter_regressed")
+                .target(format!("passkey:{}", record.id))
+                .outcome(Outcome::Denied)
+                .ip_hash(ip_hash)
+                .details(serde_json::json!({ "user": format!("user:{}", user.id) }))
+        };
         let result = match result {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, WebauthnError::CredentialPossibleCompromise) {
-                    let draft = AuditDraft::new(&user.workspace_id, "anonymous", "user.passkey_counter_regressed")
-                        .target(format!("passkey:{}", record.id))
-                        .outcome(Outcome::Denied)
-                        .ip_hash(ip_hash)
-                        .details(serde_json::json!({ "user": format!("user:{}", user.id) }));
-                    self.store.record_audit(draft).await?;
+                    self.store.record_audit(regressed(ip_hash)).await?;
                 } else {
                     tracing::info!(error = %e, passkey = %record.id, "a passkey assertion was refused");
                 }
                 return Ok(false);
             }
         };
+        // The verifier compared the counter with the credential as it was when
+        // the ceremony began; the passkey may have been used since. Compared
+        // again with the stored one: it must rise, unless both are zero (a
+        // synced passkey keeps no counter).
+        let stored = stored_counter(&passkey)?;
+        if (result.counter() != 0 || stored != 0) && result.counter() <= stored {
+            self.store.record_audit(regressed(ip_hash)).await?;
+            return Ok(false);
+        }
         passkey.update_credential(&result);
         let sealed = seal_passkey(&user_cipher(keys, user)?, record.id, &passkey)?;
         Ok(self

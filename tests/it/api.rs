@@ -725,6 +725,15 @@ async fn fail_closed_audit_returns_503_without_personal_data() {
     assert_problem(res, 404).await;
     let res = app.get(&format!("/api/v1/contacts/{id}"), &app.owner_key).send().await.unwrap();
     assert_eq!(res.status(), 200);
+
+    // A change whose audit event cannot be written keeps nothing of what it did
+    // before the event (the deletion here), on either backend.
+    app.break_audit_log(true).await;
+    let res = app.delete(&format!("/api/v1/contacts/{id}"), &app.owner_key).send().await.unwrap();
+    assert_problem(res, 503).await;
+    app.break_audit_log(false).await;
+    let res = app.get(&format!("/api/v1/contacts/{id}"), &app.owner_key).send().await.unwrap();
+    assert_eq!(res.status(), 200, "a deletion that was not audited did not happen");
 }
 
 /// Every operation the API has, as `(method, path)`.

@@ -35,6 +35,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a server with these settings (the listen address is always 127.0.0.1:0).
 pub async fn spawn_app_with(settings: HttpSettings) -> TestApp {
+    spawn_app_on(settings, Arc::new(SystemClock)).await
+}
+
+/// Starts a server whose time is `clock`.
+pub async fn spawn_app_with_clock(clock: Arc<dyn consentry::clock::Clock>) -> TestApp {
+    spawn_app_on(HttpSettings::default(), clock).await
+}
+
+async fn spawn_app_on(settings: HttpSettings, clock: Arc<dyn consentry::clock::Clock>) -> TestApp {
     let data_dir = tempfile::tempdir().unwrap();
     let (store, database): (Arc<dyn Store>, _) = if crate::pg::http_suite_on_postgres() {
         let db = crate::pg::TestDatabase::create()
@@ -44,7 +53,7 @@ pub async fn spawn_app_with(settings: HttpSettings) -> TestApp {
     } else {
         (Arc::new(SqliteStore::open(&data_dir.path().join("consentry.db")).unwrap()), None)
     };
-    let vault = Arc::new(Vault::new(store, MasterKey::generate().unwrap(), Arc::new(SystemClock)));
+    let vault = Arc::new(Vault::new(store, MasterKey::generate().unwrap(), clock));
     let ws = vault.create_workspace("test").await.unwrap();
     let (_, token) = vault
         .create_api_key(&Principal::operator(&ws.id), "owner", "owner", &[], None)

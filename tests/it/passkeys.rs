@@ -1,9 +1,10 @@
 //! Passkeys over HTTP, on both backends (`CONSENTRY_TEST_BACKEND=postgres`),
 //! answered by the software authenticator: registration, the second factor of
 //! a password sign-in, the step-up, sign-in with a passkey alone, a lowered
-//! signature counter, replays, and bodies that are not credentials.
+//! signature counter, replays, a passkey added only after a recent second
+//! factor, and bodies that are not credentials.
 
-use crate::helpers::{active_user, spawn_app, TestApp, USER_PASSWORD as PASSWORD};
+use crate::helpers::{active_user, spawn_app, spawn_app_with_clock, TestApp, USER_PASSWORD as PASSWORD};
 use crate::soft_authenticator::SoftAuthenticator;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{json, Value};
@@ -362,6 +363,36 @@ async fn a_passkey_alone_signs_in_and_a_lowered_counter_is_refused() {
     let (ceremony, assertion) = passkey_assertion(&app, &mut phone).await;
     assert_eq!(passkey_login(&app, &ceremony, &assertion).await.status(), 200);
 
+    // A second-factor ceremony begun before the passkey was used again: a clone
+    // answering it with the counter now stored is refused all the same.
+    let (waiting, signed) = password_sign_in(&app, "ada@example.com").await;
+    assert_eq!(signed["second_factor_required"], true);
+    let challenge: Value = post(&app, &waiting, "/api/v1/auth/factor/passkey/options")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (ceremony, assertion) = passkey_assertion(&app, &mut phone).await;
+    assert_eq!(passkey_login(&app, &ceremony, &assertion).await.status(), 200);
+    let stored = phone.counter();
+    let mut clone = phone.clone();
+    clone.set_counter(stored - 1);
+    let answer = clone.assert(&challenge["options"], &origin(&app)).unwrap();
+    let refused = post(&app, &waiting, "/api/v1/auth/factor/passkey")
+        .json(&json!({ "ceremony_id": challenge["ceremony_id"], "credential": answer }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401, "{}", refused.text().await.unwrap());
+    let regressions = audit_actions(&app)
+        .await
+        .iter()
+        .filter(|e| e["action"] == "user.passkey_counter_regressed")
+        .count();
+    assert_eq!(regressions, 2, "the stale ceremony's clone is recorded too");
+
     // A tampered signature, a passkey of nobody here.
     let (ceremony, mut assertion) = passkey_assertion(&app, &mut phone).await;
     assertion["response"]["signature"] = json!("MEUCIQ");
@@ -503,4 +534,52 @@ async fn passkey_requests_that_are_not_credentials_get_clear_errors() {
         .unwrap();
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().get("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn a_user_with_a_second_factor_adds_a_passkey_only_after_a_recent_check() {
+    use consentry::clock::{Clock, FixedClock, SystemClock};
+    let clock = std::sync::Arc::new(FixedClock::new(SystemClock.now_micros()));
+    let app = spawn_app_with_clock(clock.clone()).await;
+    active_user(&app, "ada@example.com", "owner").await;
+    let (first, _) = password_sign_in(&app, "ada@example.com").await;
+    let mut phone = SoftAuthenticator::new(1);
+    register(&app, &first, &mut phone, "phone").await;
+    let (waiting, _) = password_sign_in(&app, "ada@example.com").await;
+    let (full, _) = session_of(passkey_factor(&app, &waiting, &mut phone).await).await;
+
+    // Eleven minutes later the session still works, but a new passkey (a way
+    // back in that outlives a password change) needs the factor again.
+    clock.advance(11 * 60 * 1_000_000);
+    assert_eq!(status_of_sessions(&app, &full).await, 200);
+    let refused = post(&app, &full, "/api/v1/auth/factors/passkeys").send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("second-factor check within the last 10 minutes"));
+    // A registration begun in time is not finished late either.
+    let (waiting, _) = password_sign_in(&app, "ada@example.com").await;
+    let (fresh, _) = session_of(passkey_factor(&app, &waiting, &mut phone).await).await;
+    let challenge: Value = post(&app, &fresh, "/api/v1/auth/factors/passkeys")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    clock.advance(11 * 60 * 1_000_000);
+    let mut key = SoftAuthenticator::new(1);
+    let credential = key.register(&challenge["options"], &origin(&app)).unwrap();
+    let late = post(&app, &fresh, "/api/v1/auth/factors/passkeys/confirm")
+        .json(&json!({ "ceremony_id": challenge["ceremony_id"], "name": "key", "credential": credential }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 403);
+
+    // After the check, it is added.
+    let (again, _) = session_of(passkey_factor(&app, &fresh, &mut phone).await).await;
+    register(&app, &again, &mut key, "key").await;
 }

@@ -54,6 +54,7 @@ const CREDENTIAL_ID_LEN: usize = 32;
 /// A software platform authenticator holding (at most) one discoverable ES256
 /// credential.
 #[allow(dead_code)]
+#[derive(Clone)]
 pub struct SoftAuthenticator {
     signing_key: SigningKey,
     credential_id: Vec<u8>,
