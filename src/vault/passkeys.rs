@@ -37,6 +37,10 @@ use webauthn_rs::prelude::{
 pub const CEREMONY_MICROS: i64 = 5 * 60 * 1_000_000;
 /// Passkeys one user may hold.
 pub const MAX_PASSKEYS: usize = 10;
+const NAME_MAX_CHARS: usize = 64;
+/// Passkey sign-in challenges one client address may ask for within the
+/// sign-in throttling window (15 minutes).
+pub const SIGN_IN_CHALLENGES_PER_WINDOW: i64 = 100;
 
 /// The signature counter a stored passkey holds (read from its serialised
 /// form: the library keeps the field to itself).
@@ -55,10 +59,6 @@ fn too_many_passkeys() -> VaultError {
         "you have {MAX_PASSKEYS} passkeys, the most one user may hold: remove one first"
     ))
 }
-const NAME_MAX_CHARS: usize = 64;
-/// Passkey sign-in challenges one client address may ask for within the
-/// sign-in throttling window (15 minutes).
-pub const SIGN_IN_CHALLENGES_PER_WINDOW: i64 = 100;
 
 /// The relying party passkeys are made for: the server's public origin.
 pub struct RelyingParty {
@@ -271,12 +271,14 @@ impl Vault {
     /// one only after a second-factor check within 10 minutes: a session taken
     /// over later (a stolen cookie, an unattended browser) cannot plant a way
     /// back in that outlives a password change. A user without one (enrolling,
-    /// maybe because the workspace requires it) needs no check.
-    async fn require_factor_for_new_passkey(&self, p: &Principal, user: &UserRecord) -> VaultResult<()> {
-        if self.has_second_factor(&p.workspace_id, user.id).await? {
+    /// maybe because the workspace requires it) needs no check. Answers whether
+    /// the user has a second factor.
+    async fn require_factor_for_new_passkey(&self, p: &Principal, user: &UserRecord) -> VaultResult<bool> {
+        let has = self.has_second_factor(&p.workspace_id, user.id).await?;
+        if has {
             p.require_recent_factor(self.now())?;
         }
-        Ok(())
+        Ok(has)
     }
 
     /// Starts registering a passkey for the signed-in user.
@@ -333,7 +335,7 @@ impl Vault {
     ) -> VaultResult<PasskeyEnrolled> {
         let rp = self.webauthn()?;
         let user = self.own_user(p).await?;
-        self.require_factor_for_new_passkey(p, &user).await?;
+        let first = !self.require_factor_for_new_passkey(p, &user).await?;
         let name = passkey_name(name)?;
         let credential: RegisterPublicKeyCredential = parse_credential(credential, "a passkey registration")?;
         let ceremony = self
@@ -345,7 +347,6 @@ impl Vault {
             .webauthn
             .finish_passkey_registration(&credential, &state)
             .map_err(|e| VaultError::invalid("credential", authenticator_refused(&e)))?;
-        let first = !self.has_second_factor(&p.workspace_id, user.id).await?;
         let codes: Vec<String> = if first {
             (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect()
         } else {

@@ -69,15 +69,17 @@ async fn status_of_sessions(app: &TestApp, s: &Session) -> u16 {
         .as_u16()
 }
 
+/// Starts a ceremony from the session `s` (a registration or a factor check);
+/// answers its body (`ceremony_id`, `options`).
+async fn start_ceremony(app: &TestApp, s: &Session, path: &str) -> Value {
+    let started = post(app, s, path).send().await.unwrap();
+    assert_eq!(started.status(), 200, "{path}");
+    started.json().await.unwrap()
+}
+
 /// Registers `authenticator` for the user of `s`; answers the response body.
 async fn register(app: &TestApp, s: &Session, authenticator: &mut SoftAuthenticator, name: &str) -> Value {
-    let challenge: Value = post(app, s, "/api/v1/auth/factors/passkeys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = start_ceremony(app, s, "/api/v1/auth/factors/passkeys").await;
     let credential = authenticator.register(&challenge["options"], &origin(app)).unwrap();
     let confirmed = post(app, s, "/api/v1/auth/factors/passkeys/confirm")
         .json(&json!({ "ceremony_id": challenge["ceremony_id"], "name": name, "credential": credential }))
@@ -92,9 +94,7 @@ async fn register(app: &TestApp, s: &Session, authenticator: &mut SoftAuthentica
 
 /// Answers a passkey second-factor check of `s` with `authenticator`.
 async fn passkey_factor(app: &TestApp, s: &Session, authenticator: &mut SoftAuthenticator) -> reqwest::Response {
-    let challenge = post(app, s, "/api/v1/auth/factor/passkey/options").send().await.unwrap();
-    assert_eq!(challenge.status(), 200);
-    let challenge: Value = challenge.json().await.unwrap();
+    let challenge = start_ceremony(app, s, "/api/v1/auth/factor/passkey/options").await;
     let assertion = authenticator.assert(&challenge["options"], &origin(app)).unwrap();
     post(app, s, "/api/v1/auth/factor/passkey")
         .json(&json!({ "ceremony_id": challenge["ceremony_id"], "credential": assertion }))
@@ -189,13 +189,7 @@ async fn a_passkey_is_registered_and_then_guards_every_password_sign_in() {
     assert_eq!(status_of_sessions(&app, &full).await, 200);
 
     // A replayed answer finds no ceremony.
-    let challenge: Value = post(&app, &full, "/api/v1/auth/factor/passkey/options")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = start_ceremony(&app, &full, "/api/v1/auth/factor/passkey/options").await;
     let assertion = laptop.assert(&challenge["options"], &origin(&app)).unwrap();
     let answer = json!({ "ceremony_id": challenge["ceremony_id"], "credential": assertion });
     let step_up = post(&app, &full, "/api/v1/auth/factor/passkey").json(&answer).send().await.unwrap();
@@ -251,13 +245,7 @@ async fn a_passkey_is_registered_and_then_guards_every_password_sign_in() {
     assert_eq!(removed.status(), 204);
     assert_eq!(status_of_sessions(&app, &full).await, 401);
     let (waiting, _) = password_sign_in(&app, "noor@example.com").await;
-    let challenge: Value = post(&app, &waiting, "/api/v1/auth/factor/passkey/options")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = start_ceremony(&app, &waiting, "/api/v1/auth/factor/passkey/options").await;
     assert!(
         laptop.assert(&challenge["options"], &origin(&app)).is_err(),
         "a removed passkey is not asked for"
@@ -367,13 +355,7 @@ async fn a_passkey_alone_signs_in_and_a_lowered_counter_is_refused() {
     // answering it with the counter now stored is refused all the same.
     let (waiting, signed) = password_sign_in(&app, "ada@example.com").await;
     assert_eq!(signed["second_factor_required"], true);
-    let challenge: Value = post(&app, &waiting, "/api/v1/auth/factor/passkey/options")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = start_ceremony(&app, &waiting, "/api/v1/auth/factor/passkey/options").await;
     let (ceremony, assertion) = passkey_assertion(&app, &mut phone).await;
     assert_eq!(passkey_login(&app, &ceremony, &assertion).await.status(), 200);
     let stored = phone.counter();
@@ -437,13 +419,7 @@ async fn passkey_requests_that_are_not_credentials_get_clear_errors() {
     let app = spawn_app().await;
     active_user(&app, "bo@example.com", "viewer").await;
     let (s, _) = password_sign_in(&app, "bo@example.com").await;
-    let challenge: Value = post(&app, &s, "/api/v1/auth/factors/passkeys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = start_ceremony(&app, &s, "/api/v1/auth/factors/passkeys").await;
     assert_eq!(challenge["options"]["publicKey"]["rp"]["id"], "localhost");
     let selection = &challenge["options"]["publicKey"]["authenticatorSelection"];
     assert_eq!(selection["userVerification"], "required");
@@ -481,13 +457,7 @@ async fn passkey_requests_that_are_not_credentials_get_clear_errors() {
     assert_eq!(foreign.status(), 409);
 
     // An answer for another origin is refused and names the field.
-    let challenge: Value = post(&app, &s, "/api/v1/auth/factors/passkeys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = start_ceremony(&app, &s, "/api/v1/auth/factors/passkeys").await;
     let phished = SoftAuthenticator::new(1).register(&challenge["options"], "http://evil.localhost:8080");
     if let Ok(credential) = phished {
         let refused = post(&app, &s, "/api/v1/auth/factors/passkeys/confirm")
@@ -562,13 +532,7 @@ async fn a_user_with_a_second_factor_adds_a_passkey_only_after_a_recent_check() 
     // A registration begun in time is not finished late either.
     let (waiting, _) = password_sign_in(&app, "ada@example.com").await;
     let (fresh, _) = session_of(passkey_factor(&app, &waiting, &mut phone).await).await;
-    let challenge: Value = post(&app, &fresh, "/api/v1/auth/factors/passkeys")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenge = start_ceremony(&app, &fresh, "/api/v1/auth/factors/passkeys").await;
     clock.advance(11 * 60 * 1_000_000);
     let mut key = SoftAuthenticator::new(1);
     let credential = key.register(&challenge["options"], &origin(&app)).unwrap();
