@@ -26,7 +26,7 @@ pub struct WorkspaceRecord {
 }
 
 /// A stored API key (only the hash of its secret).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub id: String,
     pub workspace_id: String,

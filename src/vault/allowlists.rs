@@ -39,27 +39,35 @@ impl RefusedBy {
     }
 }
 
+/// The lists an address must pass: the workspace's and the user's or key's own.
+pub(crate) struct AddressLists<'a> {
+    pub workspace: &'a [String],
+    pub own: &'a [String],
+    pub own_kind: RefusedBy,
+}
+
 impl Vault {
-    /// Lets `ip` through when the workspace's allowlist and `own` (the list of
-    /// the user or key named by `subject`) both allow it; otherwise records
-    /// `auth.address_refused` and refuses.
+    /// Lets `ip` through when the workspace's allowlist and the own list of the
+    /// user or key named by `subject` both allow it; otherwise records
+    /// `auth.address_refused` and refuses. The caller has read both lists.
     pub(crate) async fn check_address(
         &self,
         workspace_id: &str,
         subject: &str,
-        own: &[String],
-        own_kind: RefusedBy,
+        lists: AddressLists<'_>,
         ip: Option<IpAddr>,
         ip_hash: Option<&String>,
     ) -> VaultResult<()> {
-        self.check_workspace_address(workspace_id, subject, ip, ip_hash).await?;
-        if !allows(own, ip) {
-            return Err(self.refuse_address(workspace_id, subject, own_kind, ip_hash).await);
+        if !Allowlist::from_stored(lists.workspace).permits(ip) {
+            return Err(self.refuse_address(workspace_id, subject, RefusedBy::Workspace, ip_hash).await);
+        }
+        if !allows(lists.own, ip) {
+            return Err(self.refuse_address(workspace_id, subject, lists.own_kind, ip_hash).await);
         }
         Ok(())
     }
 
-    /// The workspace's part of `check_address` alone.
+    /// The workspace's part of `check_address` alone, reading its list.
     pub(crate) async fn check_workspace_address(
         &self,
         workspace_id: &str,

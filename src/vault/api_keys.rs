@@ -303,8 +303,8 @@ impl Vault {
     /// refusal of a well-formed key id is audited in that key's workspace.
     pub async fn authenticate(&self, token: &str, ip: Option<std::net::IpAddr>) -> Result<Principal, AuthError> {
         let parsed = ParsedApiKey::parse(token).ok_or(AuthError::Invalid)?;
-        let record = match self.store.find_api_key(&parsed.id).await.map_err(VaultError::from)? {
-            Some(r) => r,
+        let (record, workspace_allowlist) = match self.store.find_api_key_with_allowlist(&parsed.id).await.map_err(VaultError::from)? {
+            Some(found) => found,
             None => return Err(AuthError::Invalid),
         };
         let keys = self.keys(&record.workspace_id).await?;
@@ -331,15 +331,13 @@ impl Vault {
             self.store.record_audit(draft).await.map_err(VaultError::from)?;
             return Err(AuthError::Invalid);
         }
-        self.check_address(
-            &record.workspace_id,
-            &format!("key:{}", record.id),
-            &record.allowlist,
-            super::allowlists::RefusedBy::Key,
-            ip,
-            ip_hash.as_ref(),
-        )
-        .await?;
+        let lists = super::allowlists::AddressLists {
+            workspace: &workspace_allowlist,
+            own: &record.allowlist,
+            own_kind: super::allowlists::RefusedBy::Key,
+        };
+        self.check_address(&record.workspace_id, &format!("key:{}", record.id), lists, ip, ip_hash.as_ref())
+            .await?;
         if record.last_used_at.is_none_or(|t| now - t > 60_000_000) {
             let from = ip.and_then(|ip| match seal_address(&keys, &record.id, ip) {
                 Ok(sealed) => Some(sealed),

@@ -390,15 +390,18 @@ impl Vault {
             Some(ip) => self.ip_hash(&session.workspace_id, &ip).await,
             None => None,
         };
-        self.check_address(
-            &session.workspace_id,
-            &format!("user:{}", user.id),
-            &user.allowlist,
-            super::allowlists::RefusedBy::User,
-            ip,
-            ip_hash.as_ref(),
-        )
-        .await?;
+        let workspace = self
+            .store
+            .workspace_allowlist(&session.workspace_id)
+            .await
+            .map_err(VaultError::from)?;
+        let lists = super::allowlists::AddressLists {
+            workspace: &workspace,
+            own: &user.allowlist,
+            own_kind: super::allowlists::RefusedBy::User,
+        };
+        self.check_address(&session.workspace_id, &format!("user:{}", user.id), lists, ip, ip_hash.as_ref())
+            .await?;
         Ok((session, user, ip_hash))
     }
 

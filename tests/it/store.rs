@@ -1869,6 +1869,9 @@ async fn damaged_key_lists_read_as_allowing_nothing(b: &Backend) {
     assert_eq!(read.allowlist, [UNREADABLE]);
     assert!(!consentry::access::allowlist::Allowlist::from_stored(&read.allowlist).permits("203.0.113.1".parse().ok()));
     assert_eq!(s.workspace_allowlist(&ws.id).await.unwrap(), [UNREADABLE]);
+    let (joined, workspace_list) = s.find_api_key_with_allowlist(&key.id).await.unwrap().unwrap();
+    assert_eq!(joined, read);
+    assert_eq!(workspace_list, [UNREADABLE], "not an empty list, which would mean any address");
 }
 
 /// Passkeys: stored per user, a credential once per workspace, each use a
@@ -2148,6 +2151,16 @@ async fn allowlists_round_trip(b: &Backend) {
         .unwrap());
     assert_eq!(head(b, &ws).await.action, "api_key.allowlist_changed");
     assert_eq!(s.find_api_key(&key.id).await.unwrap().unwrap().allowlist, home);
+    // A key is read with its workspace's list in one go, and with no list when
+    // its workspace has none.
+    let (joined, workspace_list) = s.find_api_key_with_allowlist(&key.id).await.unwrap().unwrap();
+    assert_eq!(joined, s.find_api_key(&key.id).await.unwrap().unwrap());
+    assert_eq!(workspace_list, office);
+    let elsewhere = api_key(&other, "k2", &[]);
+    s.create_api_key(elsewhere.clone(), draft(&other, "api_key.created")).await.unwrap();
+    let (_, none) = s.find_api_key_with_allowlist(&elsewhere.id).await.unwrap().unwrap();
+    assert_eq!(none, Vec::<String>::new());
+    assert!(s.find_api_key_with_allowlist("kmissing").await.unwrap().is_none());
     assert!(s
         .set_allowlist(
             &ws.id,

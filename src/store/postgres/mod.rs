@@ -294,6 +294,8 @@ fn api_key_from_row(r: &tokio_postgres::Row) -> ApiKeyRecord {
 
 const API_KEY_COLUMNS: &str =
     "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist, last_used_from";
+/// `API_KEY_COLUMNS` of the table aliased `k`, for joins.
+const KEY_COLUMNS_OF_K: &str = "k.id, k.workspace_id, k.name, k.secret_hash, k.scopes, k.list_ids, k.created_by, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.allowlist, k.last_used_from";
 
 /// Opens a transaction on a pooled connection: `let mut c = ...; let tx = begin!(c);`.
 macro_rules! begin {
@@ -479,6 +481,23 @@ impl Store for PostgresStore {
             .await
             .map_err(map_err)?;
         Ok(c.query_opt(&stmt, &[&id]).await.map_err(map_err)?.as_ref().map(api_key_from_row))
+    }
+
+    async fn find_api_key_with_allowlist(&self, id: &str) -> StoreResult<Option<(ApiKeyRecord, Vec<String>)>> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS_OF_K}, w.allowlist FROM api_keys k LEFT JOIN workspace_security w ON w.workspace_id = k.workspace_id WHERE k.id = $1"
+            ))
+            .await
+            .map_err(map_err)?;
+        Ok(c.query_opt(&stmt, &[&id]).await.map_err(map_err)?.map(|r| {
+            let workspace = r
+                .get::<_, Option<&str>>(13)
+                .map(|raw| stored_strings(raw, "workspace allowlist"))
+                .unwrap_or_default();
+            (api_key_from_row(&r), workspace)
+        }))
     }
 
     async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyRecord>> {
@@ -788,7 +807,20 @@ impl Store for PostgresStore {
     }
 
     async fn workspace_allowlist(&self, workspace_id: &str) -> StoreResult<Vec<String>> {
-        users::workspace_allowlist(&**self.client().await?, workspace_id).await
+        // Read for every session request: a statement prepared once per connection.
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached("SELECT allowlist FROM workspace_security WHERE workspace_id = $1")
+            .await
+            .map_err(map_err)?;
+        let raw: Option<String> = c
+            .query_opt(&stmt, &[&workspace_id])
+            .await
+            .map_err(map_err)?
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(map_err)?;
+        Ok(raw.map(|r| stored_strings(&r, "workspace allowlist")).unwrap_or_default())
     }
 
     async fn set_allowlist(

@@ -654,19 +654,6 @@ pub async fn change_password<C: GenericClient>(c: &C, ws: &str, id: Uuid, hash: 
     Ok(())
 }
 
-pub async fn workspace_allowlist<C: GenericClient>(c: &C, ws: &str) -> StoreResult<Vec<String>> {
-    let raw: Option<String> = c
-        .query_opt("SELECT allowlist FROM workspace_security WHERE workspace_id = $1", &[&ws])
-        .await
-        .map_err(map_err)?
-        .map(|r| r.try_get(0))
-        .transpose()
-        .map_err(map_err)?;
-    Ok(raw
-        .map(|r| crate::store::stored_strings(&r, "workspace allowlist"))
-        .unwrap_or_default())
-}
-
 pub async fn set_allowlist<C: GenericClient>(
     c: &C,
     ws: &str,
