@@ -100,7 +100,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_api_key(&self, key: ApiKeyRecord, audit: AuditDraft) -> StoreResult<()>;
     async fn find_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
     /// The key and its workspace's address allowlist (as `workspace_allowlist`
-    /// reads it), in one read: every request made with a key needs both.
+    /// reads it), in one statement: every request made with a key needs both.
     async fn find_api_key_with_allowlist(&self, id: &str) -> StoreResult<Option<(ApiKeyRecord, Vec<String>)>>;
     async fn list_api_keys(&self, workspace_id: &str) -> StoreResult<Vec<ApiKeyRecord>>;
     /// Revokes a key of the workspace; `NotFound` when it has no such key.

@@ -58,7 +58,7 @@ impl Vault {
         ip: Option<IpAddr>,
         ip_hash: Option<&String>,
     ) -> VaultResult<()> {
-        if !Allowlist::from_stored(lists.workspace).permits(ip) {
+        if !allows(lists.workspace, ip) {
             return Err(self.refuse_address(workspace_id, subject, RefusedBy::Workspace, ip_hash).await);
         }
         if !allows(lists.own, ip) {
@@ -75,8 +75,7 @@ impl Vault {
         ip: Option<IpAddr>,
         ip_hash: Option<&String>,
     ) -> VaultResult<()> {
-        let workspace = Allowlist::from_stored(&self.store.workspace_allowlist(workspace_id).await?);
-        if !workspace.permits(ip) {
+        if !allows(&self.store.workspace_allowlist(workspace_id).await?, ip) {
             return Err(self.refuse_address(workspace_id, subject, RefusedBy::Workspace, ip_hash).await);
         }
         Ok(())

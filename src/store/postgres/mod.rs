@@ -294,8 +294,6 @@ fn api_key_from_row(r: &tokio_postgres::Row) -> ApiKeyRecord {
 
 const API_KEY_COLUMNS: &str =
     "id, workspace_id, name, secret_hash, scopes, list_ids, created_by, created_at, expires_at, revoked_at, last_used_at, allowlist, last_used_from";
-/// `API_KEY_COLUMNS` of the table aliased `k`, for joins.
-const KEY_COLUMNS_OF_K: &str = "k.id, k.workspace_id, k.name, k.secret_hash, k.scopes, k.list_ids, k.created_by, k.created_at, k.expires_at, k.revoked_at, k.last_used_at, k.allowlist, k.last_used_from";
 
 /// Opens a transaction on a pooled connection: `let mut c = ...; let tx = begin!(c);`.
 macro_rules! begin {
@@ -487,7 +485,7 @@ impl Store for PostgresStore {
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS_OF_K}, w.allowlist FROM api_keys k LEFT JOIN workspace_security w ON w.workspace_id = k.workspace_id WHERE k.id = $1"
+                "SELECT {API_KEY_COLUMNS}, (SELECT w.allowlist FROM workspace_security w WHERE w.workspace_id = api_keys.workspace_id) FROM api_keys WHERE id = $1"
             ))
             .await
             .map_err(map_err)?;
