@@ -5,6 +5,8 @@
 # creates its databases and drops them. Usage: bench/pg_import.sh [ROWS]
 # CONSENTRY_BENCH_LOOKUP_SECS=N: afterwards, audited lookups on the same database
 # for N seconds (bench/lookup_load.sh). CONSENTRY_BENCH_SKIP_REIMPORT=1: no re-import.
+# CONSENTRY_BENCH_KEEP=1: keeps the imported database and data directory for more
+# lookup runs (the script prints how to run them and how to drop the database).
 # Server: CONSENTRY_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,12 @@ floor_db="consentry_bench_floor_$$"
 db="consentry_bench_$$"
 cleanup() {
     psql "$server" -qc "DROP DATABASE IF EXISTS $floor_db WITH (FORCE)" >/dev/null 2>&1 || true
-    psql "$server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    if [ -n "${CONSENTRY_BENCH_KEEP:-}" ]; then
+        echo "kept: CONSENTRY_DATABASE_URL=$base/$db bash bench/lookup_load.sh $out/pg-data $csv $out/pg-owner.key SECONDS"
+        echo "drop: psql $server -c 'DROP DATABASE $db WITH (FORCE)'"
+    else
+        psql "$server" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
 }
 trap cleanup EXIT
 psql "$server" -qc "CREATE DATABASE $floor_db" -c "CREATE DATABASE $db"

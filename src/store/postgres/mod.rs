@@ -85,15 +85,12 @@ async fn group_commit_audit(pool: Pool, mut rx: tokio::sync::mpsc::UnboundedRece
             }
         }
         let outcome: Result<Vec<AuditEvent>, String> = async {
-            let mut c = pool
+            let c = pool
                 .get()
                 .await
                 .map_err(|e| format!("failed to get a PostgreSQL connection: {e}"))?;
-            let tx = c.transaction().await.map_err(|e| e.to_string())?;
             let drafts: Vec<&AuditDraft> = group.iter().map(|(d, _)| d).collect();
-            let events = audit::append_many(&tx, &drafts).await.map_err(|e| format!("{e:#}"))?;
-            tx.commit().await.map_err(|e| e.to_string())?;
-            Ok(events)
+            audit::commit_group(&c, &drafts).await.map_err(|e| format!("{e:#}"))
         }
         .await;
         match outcome {
@@ -302,8 +299,24 @@ macro_rules! begin {
     };
 }
 
-/// Rows of an import between two refreshes of the planner's statistics.
-const ANALYZE_EVERY_ROWS: u64 = 100_000;
+/// Rows of an import at its first refresh of the planner's statistics; the next
+/// come each time the import has doubled its rows since (200,000, 400,000, ...):
+/// plans change with the tables' order of magnitude, while an `ANALYZE` of tables
+/// of millions of rows costs the import seconds each time.
+const ANALYZE_FIRST_ROWS: u64 = 100_000;
+
+/// Whether an import that went from `before` to `after` rows crossed a refresh
+/// point of the planner's statistics (see `ANALYZE_FIRST_ROWS`).
+fn crosses_analyze_point(before: u64, after: u64) -> bool {
+    let step = |rows: u64| {
+        if rows < ANALYZE_FIRST_ROWS {
+            0
+        } else {
+            64 - (rows / ANALYZE_FIRST_ROWS).leading_zeros()
+        }
+    };
+    step(before) != step(after)
+}
 
 /// Refreshes the planner's statistics of the tables imports grow (best effort).
 async fn refresh_statistics(c: &tokio_postgres::Client) {
@@ -1166,7 +1179,7 @@ impl Store for PostgresStore {
                 // A large import changes the tables faster than autovacuum
                 // analyses them, and plans made for a small table read all of a
                 // large one: refresh the statistics every so often.
-                if before / ANALYZE_EVERY_ROWS != after / ANALYZE_EVERY_ROWS {
+                if crosses_analyze_point(before, after) {
                     refresh_statistics(&c).await;
                 }
                 Ok(counts)
@@ -1339,5 +1352,25 @@ impl Store for PostgresStore {
     async fn list_checkpoints(&self, workspace_id: &str) -> StoreResult<Vec<Checkpoint>> {
         let c = self.client().await?;
         audit::checkpoints(&**c, workspace_id).await.map_err(map_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crosses_analyze_point;
+
+    #[test]
+    fn statistics_are_refreshed_each_time_an_import_doubles() {
+        let points: Vec<u64> = (0..10_000u64)
+            .map(|b| (b * 2_000, (b + 1) * 2_000))
+            .filter(|&(before, after)| crosses_analyze_point(before, after))
+            .map(|(_, after)| after)
+            .collect();
+        assert_eq!(
+            points,
+            [100_000, 200_000, 400_000, 800_000, 1_600_000, 3_200_000, 6_400_000, 12_800_000]
+        );
+        assert!(!crosses_analyze_point(0, 99_999));
+        assert!(crosses_analyze_point(0, 250_000));
     }
 }
