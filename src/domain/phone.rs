@@ -1,18 +1,29 @@
-//! `PhoneNumber`: a number parsed to E.164 with the `phonenumber` crate (libphonenumber
-//! metadata), and `Region`, the default country for numbers written without one.
+//! `PhoneNumber`: a number parsed to E.164 with the `rlibphonenumber` crate (a port
+//! of Google's libphonenumber with its metadata), and `Region`, the default country
+//! for numbers written without one.
 
+use rlibphonenumber::{PhoneNumberFormat, PHONE_NUMBER_UTIL};
 use std::fmt;
 use std::str::FromStr;
 
 /// A default region (ISO 3166-1 alpha-2) for numbers without an international prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Region(phonenumber::country::Id);
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Region(rlibphonenumber::enums::Region);
 
 impl Region {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        phonenumber::country::Id::from_str(&raw.trim().to_ascii_uppercase())
+        rlibphonenumber::enums::Region::from_str(&raw.trim().to_ascii_uppercase())
+            .ok()
+            .filter(|r| PHONE_NUMBER_UTIL.get_country_code_for_region(*r).is_some())
             .map(Region)
-            .map_err(|_| format!("unknown region {:?}: use a two-letter country code such as NL", raw.trim()))
+            .ok_or_else(|| format!("unknown region {:?}: use a two-letter country code such as NL", raw.trim()))
+    }
+}
+
+/// `Region(NL)`: part of an import's options hash, so it stays the same across versions.
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Region({})", self.0)
     }
 }
 
@@ -39,11 +50,23 @@ impl PhoneNumber {
         if !international && default_region.is_none() {
             return Err("phone has no country code: write it as +CC... or pass a default region (--region)");
         }
-        let number = phonenumber::parse(default_region.map(|r| r.0), trimmed).map_err(|_| "phone is not a phone number")?;
-        if !phonenumber::is_valid(&number) {
+        // `00` is the international prefix of most countries; without a region to
+        // say which prefix applies, it is read as `+`.
+        let plus;
+        let input = match trimmed.strip_prefix("00") {
+            Some(rest) if default_region.is_none() => {
+                plus = format!("+{rest}");
+                plus.as_str()
+            }
+            _ => trimmed,
+        };
+        let number = PHONE_NUMBER_UTIL
+            .parse(input, default_region.map(|r| r.0))
+            .map_err(|_| "phone is not a phone number")?;
+        if !number.is_valid() {
             return Err("phone is not a valid number for its country");
         }
-        let e164 = number.format().mode(phonenumber::Mode::E164).to_string();
+        let e164 = number.format_as(PhoneNumberFormat::E164).into_owned();
         Ok(PhoneNumber { e164 })
     }
 
@@ -64,7 +87,11 @@ impl PhoneNumber {
 
     /// The country calling code (parsed on demand: only masking needs it).
     pub fn country_code(&self) -> u16 {
-        phonenumber::parse(None, &self.e164).map(|n| n.code().value()).unwrap_or(0)
+        PHONE_NUMBER_UTIL
+            .parse(&self.e164, None)
+            .ok()
+            .and_then(|n| u16::try_from(n.country_code).ok())
+            .unwrap_or(0)
     }
 }
 
@@ -91,6 +118,29 @@ mod tests {
     fn parses_international_numbers_without_a_region() {
         let p = PhoneNumber::parse("+44 20 7946 0958", None).unwrap();
         assert_eq!(p.as_str(), "+442079460958");
+    }
+
+    #[test]
+    fn regions_are_two_letter_country_codes_and_print_the_same_across_versions() {
+        assert_eq!(format!("{:?}", Region::parse(" nl ").unwrap()), "Region(NL)");
+        for bad in ["", "zz", "NLD", "001"] {
+            assert!(Region::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_of_several_countries_come_out_in_e164() {
+        for (raw, region, e164) in [
+            ("+1 650-253-0000", None, "+16502530000"),
+            ("(650) 253-0000", Some("US"), "+16502530000"),
+            ("+39 02 3661 8300", None, "+390236618300"),
+            ("0049 30 12345678", None, "+493012345678"),
+            ("+44 (0)20 7946 0958", None, "+442079460958"),
+            ("020 7946 0958", Some("GB"), "+442079460958"),
+        ] {
+            let p = PhoneNumber::parse(raw, region.map(|r| Region::parse(r).unwrap())).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(p.as_str(), e164, "{raw}");
+        }
     }
 
     #[test]
