@@ -12,6 +12,7 @@ use crate::clock::parse_timestamp;
 use crate::crypto::{ContactCipher, FieldName, WorkspaceKeys};
 use crate::domain::names::parse_text;
 use crate::domain::{parse_attribute_name, AttributeClass, Channel, EmailAddress, PhoneNumber, Purpose, Region};
+use crate::store::identifiers::IdentifierFilter;
 use crate::store::{
     AttributeDef, BatchFound, BatchLookup, BatchWrites, ConsentEventRow, ContactRow, ImportCounts, ImportJob, ImportRejection,
     ImportStatus, StoreResult,
@@ -124,12 +125,14 @@ struct ParsedRow {
     consent_ip: Option<String>,
 }
 
-/// A row ready for the planner: parsed, indexed, and sealed as a would-be new contact.
+/// A row ready for the planner: parsed, indexed, and sealed as a would-be new
+/// contact unless the import's identifier filter says it may exist (then the
+/// planner seals it if it turns out to be new).
 struct PreparedRow {
     parsed: ParsedRow,
     email_bidx: Option<Vec<u8>>,
     phone_bidx: Option<Vec<u8>>,
-    new_row: ContactRow,
+    new_row: Option<ContactRow>,
 }
 
 enum Item {
@@ -384,11 +387,26 @@ fn col_name(c: &Column) -> &str {
     }
 }
 
-fn prepare(keys: &WorkspaceKeys, parsed: ParsedRow, now: i64) -> Result<PreparedRow, crate::crypto::CryptoError> {
-    let (_, new_row) = seal_new(keys, Uuid::now_v7(), &parsed.plain, now)?;
+fn prepare(
+    keys: &WorkspaceKeys,
+    parsed: ParsedRow,
+    now: i64,
+    filter: Option<&IdentifierFilter>,
+) -> Result<PreparedRow, crate::crypto::CryptoError> {
+    let email_bidx = parsed
+        .plain
+        .email
+        .as_ref()
+        .map(|e| keys.blind_index("email", e.normalized()).to_vec());
+    let phone_bidx = parsed.plain.phone.as_ref().map(|p| keys.blind_index("phone", p.as_str()).to_vec());
+    let may_exist = filter.is_some_and(|f| [&email_bidx, &phone_bidx].into_iter().flatten().any(|b| f.may_contain(b)));
+    let new_row = match may_exist {
+        true => None,
+        false => Some(seal_new(keys, Uuid::now_v7(), &parsed.plain, now)?.1),
+    };
     Ok(PreparedRow {
-        email_bidx: new_row.email_bidx.clone(),
-        phone_bidx: new_row.phone_bidx.clone(),
+        email_bidx,
+        phone_bidx,
         new_row,
         parsed,
     })
@@ -403,6 +421,8 @@ struct PlanContext {
     purpose: Purpose,
     now: i64,
     dry_run_seen: Option<Arc<std::sync::Mutex<HashSet<Vec<u8>>>>>,
+    /// The import's identifier filter: what the batch writes is added to it.
+    filter: Option<Arc<IdentifierFilter>>,
 }
 
 struct Slot {
@@ -578,6 +598,10 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
                 by_bidx.insert((*b).clone(), idx);
             }
             let PreparedRow { parsed, new_row, .. } = prepared;
+            let new_row = match new_row {
+                Some(row) => row,
+                None => seal_new(&ctx.keys, Uuid::now_v7(), &parsed.plain, ctx.now)?.1,
+            };
             // Contact keys are reopened only where a value must be sealed here, so a
             // batch in flight does not hold thousands of expanded AES keys.
             let cipher = match parsed.consent_ip {
@@ -711,6 +735,13 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
             }
         }
     }
+    if let Some(f) = &ctx.filter {
+        for row in inserts.iter().chain(&updates) {
+            for b in [&row.email_bidx, &row.phone_bidx].into_iter().flatten() {
+                f.insert(b);
+            }
+        }
+    }
     let audit = AuditDraft::new(&ctx.job.workspace_id, &ctx.actor, "import.batch_committed")
         .target(format!("import:{}", ctx.job.id))
         .details(serde_json::json!({
@@ -818,14 +849,45 @@ impl Vault {
             pr.advance(job.rows_done);
         }
         let keys = self.keys(&p.workspace_id).await?;
+        // A large import reads every identifier that exists once, so that new
+        // contacts need no look-up (`store::identifiers`). Without a filter the
+        // import only looks every identifier up.
+        let filter = if opts.dry_run {
+            None
+        } else {
+            match self
+                .store
+                .identifier_filter(&p.workspace_id, &job.id, total_rows.saturating_sub(job.rows_done))
+                .await
+            {
+                Ok(f) => f.map(Arc::new),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "the import goes on without an identifier filter");
+                    None
+                }
+            }
+        };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<VaultResult<PreparedBatch>>(2);
         let skip = job.rows_done;
         let producer_keys = keys.clone();
         let producer_opts = opts.clone();
         let producer_stop = stop.clone();
+        let producer_filter = filter.clone();
         let producer = std::thread::Builder::new()
             .name("consentry-import-reader".into())
-            .spawn(move || produce(open, skip, cols, producer_opts, producer_keys, now, tx, producer_stop))
+            .spawn(move || {
+                produce(
+                    open,
+                    skip,
+                    cols,
+                    producer_opts,
+                    producer_keys,
+                    producer_filter,
+                    now,
+                    tx,
+                    producer_stop,
+                )
+            })
             .map_err(|e| VaultError::Internal(e.into()))?;
         let dry_run_seen = opts.dry_run.then(|| Arc::new(std::sync::Mutex::new(HashSet::new())));
         let mut dry_counts = ImportCounts::default();
@@ -862,6 +924,7 @@ impl Vault {
             let mut lookup = BatchLookup {
                 list_id: list.id.clone(),
                 first_row,
+                filter: filter.clone(),
                 ..Default::default()
             };
             first_row += rows;
@@ -879,6 +942,7 @@ impl Vault {
                 purpose: opts.purpose.clone(),
                 now: self.now(),
                 dry_run_seen: dry_run_seen.clone(),
+                filter: filter.clone(),
             };
             let permit = ahead.clone().acquire_owned().await.map_err(|e| VaultError::Internal(e.into()))?;
             let (started, my_turn) = tokio::sync::oneshot::channel::<()>();
@@ -1033,6 +1097,7 @@ fn produce(
     cols: Vec<Column>,
     opts: ImportOptions,
     keys: Arc<WorkspaceKeys>,
+    filter: Option<Arc<IdentifierFilter>>,
     now: i64,
     tx: tokio::sync::mpsc::Sender<VaultResult<PreparedBatch>>,
     stop: Arc<AtomicBool>,
@@ -1065,7 +1130,7 @@ fn produce(
                 .map(|r| match parse_row(r.row, &r.fields, &cols, &opts) {
                     Ok(parsed) => {
                         let row = parsed.row;
-                        match prepare(&keys, parsed, now) {
+                        match prepare(&keys, parsed, now, filter.as_deref()) {
                             Ok(p) => Item::Ok(Box::new(p)),
                             Err(_) => Item::Rejected(vec![ImportRejection {
                                 row,

@@ -3,6 +3,7 @@
 //! values. Backends live in sub-folders (`sqlite/`, `postgres/`) and pass
 //! the same conformance suite. Nothing here knows about HTTP or crypto keys.
 
+pub mod identifiers;
 pub mod postgres;
 pub mod recent;
 pub mod sqlite;
@@ -68,6 +69,19 @@ pub(crate) fn scope_clause(scope: &ListScope, contact_col: &str) -> String {
 
 /// How many of a workspace's newest audit events `Store::recent_audit` looks at.
 pub const RECENT_AUDIT_SCAN: i64 = 100_000;
+
+/// The current consent state, `(channel, purpose, action)` of the newest of a
+/// contact's ledger events (given oldest first) for each channel and purpose.
+pub(crate) fn current_consent(events: Vec<(String, String, String)>) -> Vec<(String, String, String)> {
+    let mut state: Vec<(String, String, String)> = Vec::new();
+    for (channel, purpose, action) in events {
+        match state.iter_mut().find(|(c, p, _)| *c == channel && *p == purpose) {
+            Some(entry) => entry.2 = action,
+            None => state.push((channel, purpose, action)),
+        }
+    }
+    state
+}
 
 /// Wall-clock time in microseconds since the Unix epoch, as stored.
 pub fn now_micros() -> i64 {
@@ -371,6 +385,16 @@ pub trait Store: Send + Sync + 'static {
     /// Starts an import, or returns the unfinished one with the same file and
     /// options so that a rerun resumes it.
     async fn begin_import(&self, job: ImportJob, audit: AuditDraft) -> StoreResult<ImportJob>;
+    /// A filter of the identifiers that exist in the workspace (see
+    /// `store::identifiers`), for an import of `new_rows` more rows, built from
+    /// one snapshot; `None` when the store holds too many contacts beside the
+    /// import for the filter to pay for itself.
+    async fn identifier_filter(
+        &self,
+        workspace_id: &str,
+        import_id: &str,
+        new_rows: u64,
+    ) -> StoreResult<Option<identifiers::IdentifierFilter>>;
     /// Looks a batch of a running import up ahead of its turn, in a snapshot of
     /// its own, so that the look-up can run while earlier batches still write;
     /// `apply_import_batch` uses it only if nothing written since concerns the

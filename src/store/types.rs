@@ -405,6 +405,9 @@ pub struct BatchLookup {
     /// expects to find. A batch that finds another is refused, so batches apply
     /// strictly in file order and the progress never counts a row not written.
     pub first_row: u64,
+    /// The import's identifier filter, if it has one: identifiers it reports
+    /// absent need no look-up while its checks of the audit chain hold.
+    pub filter: Option<std::sync::Arc<super::identifiers::IdentifierFilter>>,
 }
 
 /// A batch's look-up made ahead of its turn, in a snapshot of its own, with the

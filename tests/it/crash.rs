@@ -24,7 +24,7 @@ fn check_invariants(cli: &Cli) {
     let half: i64 = db
         .query_row(
             "SELECT COUNT(*) FROM contacts c WHERE email_ct IS NULL OR phone_ct IS NULL OR first_name_ct IS NULL OR last_name_ct IS NULL
-             OR NOT EXISTS (SELECT 1 FROM list_members m WHERE m.contact_id = c.id)
+             OR c.id NOT IN (SELECT contact_id FROM list_members)
              OR NOT EXISTS (SELECT 1 FROM consent_events e WHERE e.contact_id = c.id)",
             [],
             |r| r.get(0),

@@ -114,7 +114,7 @@ async fn servers_starting_together_apply_the_migrations_once() {
     for out in run_together(&dirs, &db, &master, |_| vec!["migrate".into()]) {
         assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.starts_with("postgres schema version 11; connection "), "{stdout}");
+        assert!(stdout.starts_with("postgres schema version 12; connection "), "{stdout}");
     }
     let client = admin(&db).await;
     let applied: i64 = client
@@ -122,7 +122,7 @@ async fn servers_starting_together_apply_the_migrations_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(applied, 11, "each migration once");
+    assert_eq!(applied, 12, "each migration once");
 }
 
 /// `consentry migrate` against `url`: its exit status, output and errors.

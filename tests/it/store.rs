@@ -226,6 +226,7 @@ conformance!(
     unfinished_imports_resume,
     import_batches_commit_all_or_nothing,
     batches_looked_up_ahead_see_every_later_write,
+    identifier_filters_hide_nothing_written_since,
     list_members_are_counted_once,
     api_keys_round_trip,
     damaged_key_lists_read_as_allowing_nothing,
@@ -392,6 +393,7 @@ fn lookup(list_id: &str, rows: &[&ContactRow]) -> BatchLookup {
         phone_bidx: rows.iter().filter_map(|r| r.phone_bidx.clone()).collect(),
         list_id: list_id.to_string(),
         first_row: 0,
+        filter: None,
     }
 }
 
@@ -1272,6 +1274,69 @@ async fn batches_looked_up_ahead_see_every_later_write(b: &Backend) {
     let lookup_stray = s.find_contact_by_bidx(&ws.id, IdentifierKind::Email, stray.email_bidx.as_ref().unwrap(), &ListScope::All);
     assert_eq!(lookup_stray.await.unwrap(), None, "a refused batch wrote its contact");
     assert_eq!(s.find_import(&ws.id, &job.id).await.unwrap().unwrap().rows_done, 4);
+}
+
+/// An import's identifier filter (`Store::identifier_filter`) holds every
+/// identifier that existed when it was built, and the batches that trust it to
+/// skip look-ups still see a contact another writer created since: the audit
+/// event of that change stops the filter. The import's own batches do not.
+async fn identifier_filters_hide_nothing_written_since(b: &Backend) {
+    let ws = workspace(b, "t").await;
+    let s = &b.store;
+    let before = add_contact(b, &ws, "before@example.com", &[]).await;
+    let (list, job) = running_import(b, &ws).await;
+    let filter = Arc::new(
+        s.identifier_filter(&ws.id, &job.id, 100_000)
+            .await
+            .unwrap()
+            .expect("a filter for a large import into a small store"),
+    );
+    let bidx = |r: &ContactRow| r.email_bidx.clone().unwrap();
+    assert!(filter.may_contain(&bidx(&before)));
+    let (fresh, later) = (
+        seal(&ws, &with_email("fresh@example.com")),
+        seal(&ws, &with_email("later@example.com")),
+    );
+    assert!(!filter.may_contain(&bidx(&fresh)) && !filter.may_contain(&bidx(&later)));
+    let unchanged = |rows: u64| BatchWrites {
+        rows,
+        counts: ImportCounts {
+            read: rows,
+            unchanged: rows,
+            ..Default::default()
+        },
+        ..no_writes(&ws, &job.id)
+    };
+    let at = |first_row: u64, rows: &[&ContactRow]| BatchLookup {
+        first_row,
+        filter: Some(filter.clone()),
+        ..lookup(&list.id, rows)
+    };
+    let found_ids = |found: BatchFound| found.contacts.iter().map(|c| c.row.id).collect::<Vec<_>>();
+
+    let (plan, shown) = planner(Ok(unchanged(2)));
+    s.apply_import_batch(&ws.id, Some(&job.id), at(0, &[&before, &fresh]), None, plan, false)
+        .await
+        .unwrap();
+    assert_eq!(found_ids(shown.recv().unwrap()), vec![before.id]);
+    let (plan, shown) = planner(Ok(unchanged(1)));
+    s.apply_import_batch(&ws.id, Some(&job.id), at(2, &[&fresh]), None, plan, false)
+        .await
+        .unwrap();
+    assert!(shown.recv().unwrap().contacts.is_empty());
+    assert!(filter.in_use(), "the import's own batches keep the filter");
+
+    let meanwhile = add_contact(b, &ws, "later@example.com", &[]).await;
+    assert!(!filter.may_contain(&bidx(&later)), "the filter does not know of the other writer");
+    let (plan, shown) = planner(Ok(unchanged(1)));
+    s.apply_import_batch(&ws.id, Some(&job.id), at(3, &[&later]), None, plan, true)
+        .await
+        .unwrap();
+    assert_eq!(found_ids(shown.recv().unwrap()), vec![meanwhile.id]);
+    assert!(!filter.in_use(), "a contact created by another writer stops the filter");
+
+    // No filter for an import that is small beside the contacts that exist.
+    assert!(s.identifier_filter(&ws.id, &job.id, 9_999).await.unwrap().is_none());
 }
 
 /// Checks that no batch of `job` was applied: none of `rows`, no consent event, no

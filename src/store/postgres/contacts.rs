@@ -137,22 +137,7 @@ pub async fn add_members<C: GenericClient>(c: &C, list_id: &str, contacts: &[Uui
     .await
 }
 
-/// The tail of a statement whose CTE `ins` returns appended ledger events
-/// (`seq, contact_id, channel, purpose, action`): moves the current state of each
-/// contact, channel and purpose to the newest of them. One text for the API's
-/// appends and the import's.
-macro_rules! consent_state_from_ins {
-    () => {
-        "INSERT INTO consent_state (contact_id, channel, purpose, action, event_seq)
-         SELECT DISTINCT ON (contact_id, channel, purpose) contact_id, channel, purpose, action, seq FROM ins
-         ORDER BY contact_id, channel, purpose, seq DESC
-         ON CONFLICT (contact_id, channel, purpose) DO UPDATE SET action = excluded.action, event_seq = excluded.event_seq"
-    };
-}
-pub(super) use consent_state_from_ins;
-
-/// Appends ledger events and moves the current state of each contact, channel
-/// and purpose to the newest of them.
+/// Appends ledger events, in order.
 pub async fn insert_consents<C: GenericClient>(c: &C, events: &[ConsentEventRow]) -> PgResult<()> {
     if events.is_empty() {
         return Ok(());
@@ -172,21 +157,16 @@ pub async fn insert_consents<C: GenericClient>(c: &C, events: &[ConsentEventRow]
     let recorded: Vec<i64> = events.iter().map(|e| e.recorded_at).collect();
     let audit_seq: Vec<i64> = events.iter().map(|e| e.audit_seq).collect();
     c.execute(
-        concat!(
-            "WITH input AS (
+        "WITH input AS (
              SELECT * FROM UNNEST($1::bytea[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                                   $9::text[], $10::bytea[], $11::text[], $12::int8[], $13::int8[], $14::int8[]) WITH ORDINALITY
                  AS t(id, workspace_id, contact_id, channel, purpose, action, method, source, evidence, private_evidence_ct, actor,
                       occurred_at, recorded_at, audit_seq, n)
-         ), ins AS (
-             INSERT INTO consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
-                                         private_evidence_ct, actor, occurred_at, recorded_at, audit_seq)
-             SELECT id, workspace_id, contact_id, channel, purpose, action, method, source, evidence, private_evidence_ct, actor,
-                    occurred_at, recorded_at, audit_seq FROM input ORDER BY n
-             RETURNING seq, contact_id, channel, purpose, action
-         ) ",
-            consent_state_from_ins!()
-        ),
+         )
+         INSERT INTO consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
+                                     private_evidence_ct, actor, occurred_at, recorded_at, audit_seq)
+         SELECT id, workspace_id, contact_id, channel, purpose, action, method, source, evidence, private_evidence_ct, actor,
+                occurred_at, recorded_at, audit_seq FROM input ORDER BY n",
         &[
             &id, &ws, &contact, &channel, &purpose, &action, &method, &source, &evidence, &private, &actor, &occurred, &recorded,
             &audit_seq,

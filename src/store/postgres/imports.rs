@@ -8,6 +8,7 @@
 
 use super::{audit, contacts, map_err};
 use crate::audit::AuditDraft;
+use crate::store::identifiers::{self, IdentifierFilter};
 use crate::store::recent::{self, RecentWrites};
 use crate::store::{
     BatchFound, BatchLookup, BatchPrefetch, BatchWrites, ConsentEventRow, ExistingContact, ImportCounts, ImportJob, ImportPlanner,
@@ -126,19 +127,12 @@ const UPSERT: &str = "WITH written AS (
 )
 SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM members)";
 
-/// The batch's consent events, in order, from the staging table, and the current
-/// state of each contact, channel and purpose moved to the newest of them.
-const CONSENTS: &str = concat!(
-    "WITH ins AS (
-    INSERT INTO consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
-                                private_evidence_ct, actor, occurred_at, recorded_at, audit_seq)
+/// The batch's consent events, in order, from the staging table.
+const CONSENTS: &str = "INSERT INTO consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source,
+                            evidence, private_evidence_ct, actor, occurred_at, recorded_at, audit_seq)
     SELECT id, workspace_id, contact_id, channel, purpose, action, method, source, evidence, private_evidence_ct, actor,
            occurred_at, recorded_at, $1
-    FROM import_consents ORDER BY n
-    RETURNING seq, contact_id, channel, purpose, action
-) ",
-    contacts::consent_state_from_ins!()
-);
+    FROM import_consents ORDER BY n";
 
 /// Applies one batch; returns its counts and the job's rows done before and after.
 /// The batch's rows reach PostgreSQL by binary COPY into staging tables and go
@@ -436,9 +430,75 @@ async fn stage_consents(c: &Transaction<'_>, events: &[ConsentEventRow]) -> Resu
     Ok(())
 }
 
+/// The identifier filter of an import (`store::identifiers`), from one snapshot:
+/// the workspace's audit head and every blind index in the database, streamed.
+/// The unique indexes hold no workspace, so other workspaces' identifiers are
+/// read too; they only make the filter answer "maybe" a little more often.
+pub async fn identifier_filter(
+    c: &mut deadpool_postgres::Object,
+    ws: &str,
+    import_id: &str,
+    new_rows: u64,
+) -> Result<Option<IdentifierFilter>, tokio_postgres::Error> {
+    use futures_util::TryStreamExt;
+    let tx = c
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let head = audit_head(&*tx, ws).await?;
+    let bound = i64::try_from(identifiers::count_bound(new_rows)).unwrap_or(i64::MAX);
+    let existing: i64 = tx
+        .query_one("SELECT count(*) FROM (SELECT 1 FROM contacts LIMIT $1) t", &[&bound])
+        .await?
+        .get(0);
+    let existing = existing.max(0) as u64;
+    if !identifiers::worth_building(existing, new_rows) {
+        return Ok(None);
+    }
+    let filter = IdentifierFilter::new(import_id, 2 * (existing + new_rows), head);
+    for sql in [
+        "SELECT email_bidx FROM contacts WHERE email_bidx IS NOT NULL",
+        "SELECT phone_bidx FROM contacts WHERE phone_bidx IS NOT NULL",
+    ] {
+        let rows = tx.query_raw(sql, std::iter::empty::<i64>()).await?;
+        pin_mut!(rows);
+        while let Some(r) = rows.try_next().await? {
+            filter.insert(r.get::<_, &[u8]>(0));
+        }
+    }
+    tx.commit().await?;
+    Ok(Some(filter))
+}
+
+/// Whether the batch's filter may be trusted now: the audit events committed
+/// since its last check are taken in (`IdentifierFilter::check_events`).
+async fn filter_holds<C: GenericClient>(c: &C, ws: &str, filter: &IdentifierFilter) -> Result<bool, tokio_postgres::Error> {
+    if !filter.in_use() {
+        return Ok(false);
+    }
+    let rows = c
+        .query(
+            "SELECT seq, action, target FROM audit_events WHERE workspace_id = $1 AND seq > $2 ORDER BY seq",
+            &[&ws, &filter.checked()],
+        )
+        .await?;
+    Ok(filter.check_events(
+        rows.iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, &str>(1), r.get::<_, Option<&str>>(2))),
+    ))
+}
+
 /// What exists for a batch's identifiers: a handful of set-based queries.
+/// Identifiers the import's filter reports absent are left out.
 pub async fn look_up<C: GenericClient>(c: &C, ws: &str, lookup: &BatchLookup) -> Result<BatchFound, tokio_postgres::Error> {
     let mut found = BatchFound::default();
+    let filter = match &lookup.filter {
+        Some(f) if filter_holds(c, ws, f).await? => Some(f.as_ref()),
+        _ => None,
+    };
+    let maybe = |b: &&Vec<u8>| !filter.is_some_and(|f| f.absent(b));
     let all: Vec<&[u8]> = lookup
         .email_bidx
         .iter()
@@ -465,7 +525,10 @@ pub async fn look_up<C: GenericClient>(c: &C, ws: &str, lookup: &BatchLookup) ->
         if values.is_empty() {
             continue;
         }
-        let values: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let values: Vec<&[u8]> = values.iter().filter(maybe).map(Vec::as_slice).collect();
+        if values.is_empty() {
+            continue;
+        }
         rows.extend(
             c.query(
                 &format!("SELECT {} FROM contacts c WHERE c.{column} = ANY($1)", contacts::CONTACT_COLUMNS),
@@ -493,10 +556,12 @@ pub async fn look_up<C: GenericClient>(c: &C, ws: &str, lookup: &BatchLookup) ->
         .iter()
         .map(|r| r.get(0))
         .collect();
+    // The current state: the newest ledger event of each channel and purpose.
     let mut consent: HashMap<Vec<u8>, Vec<(String, String, String)>> = HashMap::new();
     for r in c
         .query(
-            "SELECT contact_id, channel, purpose, action FROM consent_state WHERE contact_id = ANY($1)",
+            "SELECT DISTINCT ON (contact_id, channel, purpose) contact_id, channel, purpose, action FROM consent_events
+             WHERE contact_id = ANY($1) ORDER BY contact_id, channel, purpose, seq DESC",
             &[&ids],
         )
         .await?

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../../migrations/postgres/0009_custom_roles.sql")),
     (10, include_str!("../../../migrations/postgres/0010_key_last_address.sql")),
     (11, include_str!("../../../migrations/postgres/0011_passkeys.sql")),
+    (12, include_str!("../../../migrations/postgres/0012_lean_contacts.sql")),
 ];
 /// Advisory lock key under which migrations run, so servers starting together do
 /// not race.
@@ -320,10 +321,7 @@ fn crosses_analyze_point(before: u64, after: u64) -> bool {
 
 /// Refreshes the planner's statistics of the tables imports grow (best effort).
 async fn refresh_statistics(c: &tokio_postgres::Client) {
-    if let Err(e) = c
-        .batch_execute("ANALYZE contacts, list_members, consent_events, consent_state")
-        .await
-    {
+    if let Err(e) = c.batch_execute("ANALYZE contacts, list_members, consent_events").await {
         tracing::warn!(error = %e, "failed to refresh the planner's statistics");
     }
 }
@@ -971,9 +969,12 @@ impl Store for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound("contact"));
         }
-        tx.execute("DELETE FROM list_members WHERE contact_id = $1", &[&idb])
-            .await
-            .map_err(map_err)?;
+        tx.execute(
+            "DELETE FROM list_members WHERE list_id IN (SELECT id FROM lists WHERE workspace_id = $1) AND contact_id = $2",
+            &[&workspace_id, &idb],
+        )
+        .await
+        .map_err(map_err)?;
         audit::append(&*tx, &audit_draft).await?;
         tx.commit().await.map_err(map_err)
     }
@@ -1152,6 +1153,18 @@ impl Store for PostgresStore {
         let job = imports::begin(&*tx, job, &audit_draft).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(job)
+    }
+
+    async fn identifier_filter(
+        &self,
+        workspace_id: &str,
+        import_id: &str,
+        new_rows: u64,
+    ) -> StoreResult<Option<identifiers::IdentifierFilter>> {
+        let mut c = self.client().await?;
+        imports::identifier_filter(&mut c, workspace_id, import_id, new_rows)
+            .await
+            .map_err(map_err)
     }
 
     async fn prefetch_import_batch(&self, workspace_id: &str, import_id: &str, lookup: &BatchLookup) -> StoreResult<Option<BatchPrefetch>> {

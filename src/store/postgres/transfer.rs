@@ -32,7 +32,6 @@ const TABLES: &[&str] = &[
     "lists",
     "list_members",
     "consent_events",
-    "consent_state",
     "suppressions",
     "imports",
     "import_rejections",

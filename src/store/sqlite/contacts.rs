@@ -140,12 +140,6 @@ pub fn insert_consent(c: &Connection, e: &ConsentEventRow) -> rusqlite::Result<(
         e.recorded_at,
         e.audit_seq
     ])?;
-    let seq = c.last_insert_rowid();
-    c.prepare_cached(
-        "INSERT INTO consent_state (contact_id, channel, purpose, action, event_seq) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (contact_id, channel, purpose) DO UPDATE SET action = excluded.action, event_seq = excluded.event_seq",
-    )?
-    .execute(params![e.contact_id.as_bytes().as_slice(), e.channel, e.purpose, e.action, seq])?;
     Ok(())
 }
 
@@ -175,9 +169,12 @@ pub fn consents(c: &Connection, ws: &str, contact: Uuid) -> rusqlite::Result<Vec
     .collect()
 }
 
-/// Current consent state of a contact: `(channel, purpose, action)`.
+/// Current consent state of a contact: `(channel, purpose, action)` of the newest
+/// ledger event of each channel and purpose.
 pub fn consent_state(c: &Connection, contact: Uuid) -> rusqlite::Result<Vec<(String, String, String)>> {
-    c.prepare_cached("SELECT channel, purpose, action FROM consent_state WHERE contact_id = ?1")?
+    let events: Vec<(String, String, String)> = c
+        .prepare_cached("SELECT channel, purpose, action FROM consent_events WHERE contact_id = ?1 ORDER BY seq")?
         .query_map([contact.as_bytes().as_slice()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect()
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(crate::store::current_consent(events))
 }

@@ -4,6 +4,7 @@
 
 use super::{audit, contacts, map_err};
 use crate::audit::AuditDraft;
+use crate::store::identifiers::{self, IdentifierFilter};
 use crate::store::{
     BatchFound, BatchLookup, ExistingContact, ImportCounts, ImportJob, ImportPlanner, ImportStatus, StoreError, StoreResult,
 };
@@ -122,8 +123,70 @@ pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, plan
     Ok(k)
 }
 
+/// The identifier filter of an import (`store::identifiers`), from one read
+/// transaction: the workspace's audit head and every blind index in the store.
+/// The unique indexes hold no workspace, so other workspaces' identifiers are
+/// read too; they only make the filter answer "maybe" a little more often.
+pub fn identifier_filter(c: &Connection, ws: &str, import_id: &str, new_rows: u64) -> rusqlite::Result<Option<IdentifierFilter>> {
+    c.execute_batch("BEGIN")?;
+    let built = (|| {
+        let head: i64 = c.query_row(
+            "SELECT COALESCE(MAX(seq), 0) FROM audit_events WHERE workspace_id = ?1",
+            [ws],
+            |r| r.get(0),
+        )?;
+        let bound = identifiers::count_bound(new_rows);
+        let existing: i64 = c.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM contacts LIMIT ?1)",
+            [i64::try_from(bound).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?;
+        let existing = existing.max(0) as u64;
+        if !identifiers::worth_building(existing, new_rows) {
+            return Ok(None);
+        }
+        let filter = IdentifierFilter::new(import_id, 2 * (existing + new_rows), head);
+        for sql in [
+            "SELECT email_bidx FROM contacts WHERE email_bidx IS NOT NULL",
+            "SELECT phone_bidx FROM contacts WHERE phone_bidx IS NOT NULL",
+        ] {
+            let mut stmt = c.prepare(sql)?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                if let rusqlite::types::ValueRef::Blob(b) = r.get_ref(0)? {
+                    filter.insert(b);
+                }
+            }
+        }
+        Ok(Some(filter))
+    })();
+    let _ = c.execute_batch("COMMIT");
+    built
+}
+
+/// Whether the batch's filter may be trusted now: the audit events written
+/// since its last check are taken in (`IdentifierFilter::check_events`).
+fn filter_holds(c: &Connection, ws: &str, filter: &IdentifierFilter) -> rusqlite::Result<bool> {
+    if !filter.in_use() {
+        return Ok(false);
+    }
+    let mut stmt = c.prepare_cached("SELECT seq, action, target FROM audit_events WHERE workspace_id = ?1 AND seq > ?2 ORDER BY seq")?;
+    let events: Vec<(i64, String, Option<String>)> = stmt
+        .query_map(params![ws, filter.checked()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(filter.check_events(
+        events
+            .iter()
+            .map(|(seq, action, target)| (*seq, action.as_str(), target.as_deref())),
+    ))
+}
+
 pub fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Result<BatchFound> {
     let mut found = BatchFound::default();
+    let filter = match &lookup.filter {
+        Some(f) if filter_holds(c, ws, f)? => Some(f.as_ref()),
+        _ => None,
+    };
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     // The probes read only the unique indexes (they hold the contact id); a contact
     // found by both its email and its phone is read once.
@@ -147,6 +210,9 @@ pub fn look_up(c: &Connection, ws: &str, lookup: &BatchLookup) -> rusqlite::Resu
     for (is_email, bidx) in pairs {
         if any_suppressed && suppressed.query_row(params![ws, bidx], |_| Ok(())).optional()?.is_some() {
             found.suppressed.push(bidx.clone());
+        }
+        if filter.is_some_and(|f| f.absent(bidx)) {
+            continue;
         }
         let stmt = if is_email { &mut by_email } else { &mut by_phone };
         let Some(id) = stmt.query_row([bidx], |r| r.get::<_, Vec<u8>>(0)).optional()? else {
