@@ -377,3 +377,63 @@ async fn the_same_email_in_two_workspaces_has_unrelated_blind_indexes() {
         .unwrap();
     assert_ne!(a.id, b.id);
 }
+
+/// A large import builds an identifier filter and skips the look-ups it rules out
+/// (`store::identifiers`); on both backends it still merges rows that repeat an
+/// address of an earlier batch or of an earlier import.
+#[tokio::test]
+async fn large_imports_merge_addresses_of_earlier_batches_and_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite: Arc<dyn consentry::store::Store> = Arc::new(SqliteStore::open(&dir.path().join("consentry.db")).unwrap());
+    let mut stores = vec![("sqlite", sqlite, None)];
+    if let Some(db) = crate::pg::TestDatabase::create().await {
+        let pg = consentry::store::postgres::PostgresStore::connect(&db.url).await.unwrap();
+        stores.push(("postgres", Arc::new(pg), Some(db)));
+    }
+    for (backend, store, _db) in stores {
+        let vault = Arc::new(Vault::new(store, MasterKey::generate().unwrap(), Arc::new(SystemClock)));
+        let ws = vault.create_workspace("test").await.unwrap().id;
+        let owner = Principal::operator(&ws);
+        let import = |data: String| {
+            let (vault, owner) = (vault.clone(), owner.clone());
+            async move {
+                vault
+                    .import_csv(&owner, bytes(data.into_bytes()), opts(), None, Arc::new(AtomicBool::new(false)))
+                    .await
+                    .unwrap()
+            }
+        };
+        // Rows 0-999 have no phone; rows 11,000-11,999 repeat their addresses,
+        // five batches later, with a phone: merged, not created.
+        let mut file = String::from("email,phone\n");
+        for i in 0..12_000u32 {
+            let n = if i >= 11_000 { i - 11_000 } else { i };
+            let phone = if i < 1_000 { String::new() } else { format!("+3162{i:07}") };
+            file.push_str(&format!("p{n}@example.com,{phone}\n"));
+        }
+        let first = import(file).await;
+        let c = first.counts;
+        assert_eq!((c.read, c.created, c.updated, c.rejected), (12_000, 11_000, 1_000, 0), "{backend}");
+        let found = vault
+            .lookup_contact(
+                &owner,
+                None,
+                Some("+31620011005"),
+                None,
+                &ReadMode::Unmasked { purpose: "t".into() },
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.email.as_deref(), Some("p5@example.com"), "{backend}");
+
+        // A second large import, of addresses the first one created.
+        let mut again = String::from("email,phone\n");
+        for i in 0..11_000u32 {
+            again.push_str(&format!("p{i}@example.com,\n"));
+        }
+        again.push_str("new@example.com,\n");
+        let second = import(again).await;
+        let c = second.counts;
+        assert_eq!((c.created, c.updated, c.unchanged), (1, 0, 11_000), "{backend}");
+    }
+}

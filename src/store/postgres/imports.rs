@@ -1,17 +1,18 @@
 //! Import jobs of the PostgreSQL backend: start-or-resume, and one batch per
 //! transaction with the job's progress. The job row is locked (`FOR UPDATE`) for
 //! the batch, so two servers never apply batches of one job at the same time; the
-//! batch's identifiers are looked up with a few set-based queries, and its rows
-//! reach PostgreSQL by binary COPY into temporary staging tables, from which one
-//! set-based upsert writes the contacts and list memberships and one more the
-//! consent ledger.
+//! batch's identifiers are looked up with a few set-based queries. Its rows reach
+//! PostgreSQL by binary COPY: new contacts, their memberships and the consent
+//! ledger straight into their tables (COPY inserts many rows per call, where an
+//! INSERT ... SELECT inserts one at a time), changed contacts and memberships of
+//! existing ones through a temporary staging table and one set-based upsert.
 
 use super::{audit, contacts, map_err};
 use crate::audit::AuditDraft;
 use crate::store::identifiers::{self, IdentifierFilter};
 use crate::store::recent::{self, RecentWrites};
 use crate::store::{
-    BatchFound, BatchLookup, BatchPrefetch, BatchWrites, ConsentEventRow, ExistingContact, ImportCounts, ImportJob, ImportPlanner,
+    BatchFound, BatchLookup, BatchPrefetch, ConsentEventRow, ContactRow, ExistingContact, ImportCounts, ImportJob, ImportPlanner,
     ImportStatus, StoreError, StoreResult,
 };
 use futures_util::pin_mut;
@@ -89,35 +90,26 @@ pub async fn begin<C: GenericClient>(c: &C, job: ImportJob, draft: &AuditDraft) 
     Ok(job)
 }
 
-/// The staging tables of import batches: temporary (never in the WAL, private to
-/// the connection) and emptied at every commit.
+/// The staging table of changed contacts and memberships of existing contacts:
+/// temporary (never in the WAL, private to the connection), emptied at every
+/// commit.
 const STAGING: &str = "SET LOCAL client_min_messages = warning;
 CREATE TEMP TABLE IF NOT EXISTS import_contacts (
-    id BYTEA NOT NULL, workspace_id TEXT, email_bidx BYTEA, phone_bidx BYTEA, contact_key BYTEA, email_ct BYTEA,
+    id BYTEA NOT NULL, workspace_id TEXT, email_bidx BYTEA, phone_bidx BYTEA, email_ct BYTEA,
     phone_ct BYTEA, first_name_ct BYTEA, last_name_ct BYTEA, attributes_ct BYTEA, segment_attributes TEXT,
-    created_at BIGINT, updated_at BIGINT, write BOOLEAN NOT NULL, member BOOLEAN NOT NULL
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS import_consents (
-    n BIGINT NOT NULL, id BYTEA NOT NULL, workspace_id TEXT NOT NULL, contact_id BYTEA NOT NULL, channel TEXT NOT NULL,
-    purpose TEXT NOT NULL, action TEXT NOT NULL, method TEXT NOT NULL, source TEXT NOT NULL, evidence TEXT NOT NULL,
-    private_evidence_ct BYTEA, actor TEXT NOT NULL, occurred_at BIGINT NOT NULL, recorded_at BIGINT NOT NULL
+    updated_at BIGINT, write BOOLEAN NOT NULL, member BOOLEAN NOT NULL
 ) ON COMMIT DELETE ROWS;
 SET LOCAL client_min_messages = notice";
 
-/// The batch's contact writes and list memberships, from the staging table in one
-/// statement: new contacts are inserted, changed ones updated (never a deleted
-/// one, never one of another workspace; the contact key and creation time stay).
+/// The batch's changes of existing contacts and their list memberships, from the
+/// staging table in one statement (never a deleted contact, never one of another
+/// workspace; the contact key and creation time stay).
 const UPSERT: &str = "WITH written AS (
-    INSERT INTO contacts (id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct,
-                          last_name_ct, attributes_ct, segment_attributes, created_at, updated_at)
-    SELECT id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct, last_name_ct,
-           attributes_ct, segment_attributes, created_at, updated_at
-    FROM import_contacts WHERE write
-    ON CONFLICT (id) DO UPDATE SET email_bidx = excluded.email_bidx, phone_bidx = excluded.phone_bidx,
-        email_ct = excluded.email_ct, phone_ct = excluded.phone_ct, first_name_ct = excluded.first_name_ct,
-        last_name_ct = excluded.last_name_ct, attributes_ct = excluded.attributes_ct,
-        segment_attributes = excluded.segment_attributes, updated_at = excluded.updated_at
-    WHERE contacts.workspace_id = excluded.workspace_id AND contacts.deleted_at IS NULL
+    UPDATE contacts c SET email_bidx = s.email_bidx, phone_bidx = s.phone_bidx, email_ct = s.email_ct,
+        phone_ct = s.phone_ct, first_name_ct = s.first_name_ct, last_name_ct = s.last_name_ct,
+        attributes_ct = s.attributes_ct, segment_attributes = s.segment_attributes, updated_at = s.updated_at
+    FROM import_contacts s
+    WHERE s.write AND c.id = s.id AND c.workspace_id = s.workspace_id AND c.deleted_at IS NULL
     RETURNING 1
 ), members AS (
     INSERT INTO list_members (list_id, contact_id, added_at)
@@ -126,13 +118,6 @@ const UPSERT: &str = "WITH written AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM members)";
-
-/// The batch's consent events, in order, from the staging table.
-const CONSENTS: &str = "INSERT INTO consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source,
-                            evidence, private_evidence_ct, actor, occurred_at, recorded_at, audit_seq)
-    SELECT id, workspace_id, contact_id, channel, purpose, action, method, source, evidence, private_evidence_ct, actor,
-           occurred_at, recorded_at, $1
-    FROM import_consents ORDER BY n";
 
 /// Applies one batch; returns its counts and the job's rows done before and after.
 /// The batch's rows reach PostgreSQL by binary COPY into staging tables and go
@@ -187,16 +172,21 @@ pub async fn apply_batch(
     touched.extend(writes.updates.iter().map(|r| recent::of_contact(r.id)));
     touched.extend(writes.memberships.iter().map(|id| recent::of_contact(*id)));
     touched.extend(writes.consents.iter().map(|e| recent::of_contact(e.contact_id)));
-    c.batch_execute(STAGING).await.map_err(map_err)?;
-    stage_contacts(c, &writes).await.map_err(map_err)?;
-    stage_consents(c, &writes.consents).await.map_err(map_err)?;
-    c.query_one(UPSERT, &[&lookup.list_id, &writes.at]).await.map_err(map_err)?;
+    copy_new_contacts(c, &writes.inserts).await.map_err(map_err)?;
+    let new: HashSet<Uuid> = writes.inserts.iter().map(|r| r.id).collect();
+    let (new_members, old_members): (Vec<Uuid>, Vec<Uuid>) = writes.memberships.iter().partition(|id| new.contains(id));
+    copy_memberships(c, &lookup.list_id, &new_members, writes.at)
+        .await
+        .map_err(map_err)?;
+    if !writes.updates.is_empty() || !old_members.is_empty() {
+        c.batch_execute(STAGING).await.map_err(map_err)?;
+        stage_changes(c, &writes.updates, &old_members).await.map_err(map_err)?;
+        c.query_one(UPSERT, &[&lookup.list_id, &writes.at]).await.map_err(map_err)?;
+    }
     // The audit append holds the workspace's chain until the commit: as late as
     // the consent events (which name its sequence number) allow.
     let event = audit::append(c, &writes.audit).await?;
-    if !writes.consents.is_empty() {
-        c.execute(CONSENTS, &[&event.seq]).await.map_err(map_err)?;
-    }
+    copy_consents(c, &writes.consents, event.seq).await.map_err(map_err)?;
     if !writes.rejections.is_empty() {
         let rows: Vec<i64> = writes.rejections.iter().map(|r| r.row as i64).collect();
         let cols: Vec<&str> = writes.rejections.iter().map(|r| r.column.as_str()).collect();
@@ -290,19 +280,20 @@ async fn audit_head<C: GenericClient>(c: &C, ws: &str) -> Result<i64, tokio_post
     )
 }
 
-/// COPYs the batch's new and changed contacts, and the contacts it adds to the
-/// list, into `import_contacts`.
-async fn stage_contacts(c: &Transaction<'_>, writes: &BatchWrites) -> Result<(), tokio_postgres::Error> {
-    if writes.inserts.is_empty() && writes.updates.is_empty() && writes.memberships.is_empty() {
+/// COPYs the batch's new contacts into `contacts`. A unique index that refuses
+/// one fails the batch (another writer gave the identifier to a contact since
+/// the look-up); the rerun looks it up again.
+async fn copy_new_contacts(c: &Transaction<'_>, rows: &[ContactRow]) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
         return Ok(());
     }
     let sink = c
         .copy_in(
-            "COPY import_contacts (id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct,
-             last_name_ct, attributes_ct, segment_attributes, created_at, updated_at, write, member) FROM STDIN BINARY",
+            "COPY contacts (id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct,
+             last_name_ct, attributes_ct, segment_attributes, created_at, updated_at) FROM STDIN BINARY",
         )
         .await?;
-    let (b, t, i, f) = (Type::BYTEA, Type::TEXT, Type::INT8, Type::BOOL);
+    let (b, t, i) = (Type::BYTEA, Type::TEXT, Type::INT8);
     let types = [
         b.clone(),
         t.clone(),
@@ -317,14 +308,10 @@ async fn stage_contacts(c: &Transaction<'_>, writes: &BatchWrites) -> Result<(),
         t,
         i.clone(),
         i,
-        f.clone(),
-        f,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    let mut members: HashSet<Uuid> = writes.memberships.iter().copied().collect();
-    for row in writes.inserts.iter().chain(&writes.updates) {
-        let member = members.remove(&row.id);
+    for row in rows {
         writer
             .as_mut()
             .write(&[
@@ -341,6 +328,75 @@ async fn stage_contacts(c: &Transaction<'_>, writes: &BatchWrites) -> Result<(),
                 &row.segment_attributes,
                 &row.created_at,
                 &row.updated_at,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// COPYs the list memberships of the batch's new contacts (nobody else can have
+/// added them yet) into `list_members`.
+async fn copy_memberships(c: &Transaction<'_>, list_id: &str, contacts: &[Uuid], at: i64) -> Result<(), tokio_postgres::Error> {
+    if contacts.is_empty() {
+        return Ok(());
+    }
+    let sink = c
+        .copy_in("COPY list_members (list_id, contact_id, added_at) FROM STDIN BINARY")
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::BYTEA, Type::INT8]);
+    pin_mut!(writer);
+    for contact in contacts {
+        writer.as_mut().write(&[&list_id, &contact.as_bytes().as_slice(), &at]).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// COPYs the batch's changed contacts, and the existing contacts it adds to the
+/// list, into `import_contacts`.
+async fn stage_changes(c: &Transaction<'_>, updates: &[ContactRow], members: &[Uuid]) -> Result<(), tokio_postgres::Error> {
+    let sink = c
+        .copy_in(
+            "COPY import_contacts (id, workspace_id, email_bidx, phone_bidx, email_ct, phone_ct, first_name_ct,
+             last_name_ct, attributes_ct, segment_attributes, updated_at, write, member) FROM STDIN BINARY",
+        )
+        .await?;
+    let (b, t, i, f) = (Type::BYTEA, Type::TEXT, Type::INT8, Type::BOOL);
+    let types = [
+        b.clone(),
+        t.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b.clone(),
+        b,
+        t,
+        i,
+        f.clone(),
+        f,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    let mut members: HashSet<Uuid> = members.iter().copied().collect();
+    for row in updates {
+        let member = members.remove(&row.id);
+        writer
+            .as_mut()
+            .write(&[
+                &row.id.as_bytes().as_slice(),
+                &row.workspace_id,
+                &row.email_bidx,
+                &row.phone_bidx,
+                &row.email_ct,
+                &row.phone_ct,
+                &row.first_name_ct,
+                &row.last_name_ct,
+                &row.attributes_ct,
+                &row.segment_attributes,
+                &row.updated_at,
                 &true,
                 &member,
             ])
@@ -348,8 +404,8 @@ async fn stage_contacts(c: &Transaction<'_>, writes: &BatchWrites) -> Result<(),
     }
     let none = None::<&[u8]>;
     let (no_text, no_int) = (None::<&str>, None::<i64>);
-    // Contacts that only join the list, in the order the planner gave.
-    for contact in writes.memberships.iter().filter(|m| members.contains(m)) {
+    // Contacts that only join the list.
+    for contact in &members {
         writer
             .as_mut()
             .write(&[
@@ -362,9 +418,7 @@ async fn stage_contacts(c: &Transaction<'_>, writes: &BatchWrites) -> Result<(),
                 &none,
                 &none,
                 &none,
-                &none,
                 &no_text,
-                &no_int,
                 &no_int,
                 &false,
                 &true,
@@ -375,20 +429,20 @@ async fn stage_contacts(c: &Transaction<'_>, writes: &BatchWrites) -> Result<(),
     Ok(())
 }
 
-/// COPYs the batch's consent events, numbered in order, into `import_consents`.
-async fn stage_consents(c: &Transaction<'_>, events: &[ConsentEventRow]) -> Result<(), tokio_postgres::Error> {
+/// COPYs the batch's consent events into the ledger, in order (the sequence
+/// numbers follow the order of the rows), each naming the batch's audit event.
+async fn copy_consents(c: &Transaction<'_>, events: &[ConsentEventRow], audit_seq: i64) -> Result<(), tokio_postgres::Error> {
     if events.is_empty() {
         return Ok(());
     }
     let sink = c
         .copy_in(
-            "COPY import_consents (n, id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
-             private_evidence_ct, actor, occurred_at, recorded_at) FROM STDIN BINARY",
+            "COPY consent_events (id, workspace_id, contact_id, channel, purpose, action, method, source, evidence,
+             private_evidence_ct, actor, occurred_at, recorded_at, audit_seq) FROM STDIN BINARY",
         )
         .await?;
     let (b, t, i) = (Type::BYTEA, Type::TEXT, Type::INT8);
     let types = [
-        i.clone(),
         b.clone(),
         t.clone(),
         b.clone(),
@@ -401,15 +455,15 @@ async fn stage_consents(c: &Transaction<'_>, events: &[ConsentEventRow]) -> Resu
         b,
         t,
         i.clone(),
+        i.clone(),
         i,
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for (n, e) in events.iter().enumerate() {
+    for e in events {
         writer
             .as_mut()
             .write(&[
-                &(n as i64),
                 &e.id.as_bytes().as_slice(),
                 &e.workspace_id,
                 &e.contact_id.as_bytes().as_slice(),
@@ -423,6 +477,7 @@ async fn stage_consents(c: &Transaction<'_>, events: &[ConsentEventRow]) -> Resu
                 &e.actor,
                 &e.occurred_at,
                 &e.recorded_at,
+                &audit_seq,
             ])
             .await?;
     }
