@@ -21,6 +21,7 @@ use crate::vault::contacts::{open_row, seal_new, seal_row, ContactPlain};
 use crate::vault::{Vault, VaultError, VaultResult};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -425,10 +426,12 @@ struct PlanContext {
     filter: Option<Arc<IdentifierFilter>>,
 }
 
-struct Slot {
+struct Slot<'b> {
     row: ContactRow,
     cipher: Option<ContactCipher>,
-    plain: Option<ContactPlain>,
+    /// The plaintext: a new contact's is the batch's own row, until a later row
+    /// of the batch changes it.
+    plain: Option<Cow<'b, ContactPlain>>,
     is_new: bool,
     in_list: bool,
     granted: HashSet<(String, String)>,
@@ -438,12 +441,12 @@ struct Slot {
     segment_dirty: bool,
 }
 
-impl Slot {
+impl Slot<'_> {
     fn open(&mut self, keys: &WorkspaceKeys) -> anyhow::Result<()> {
         if self.plain.is_none() {
             let (cipher, plain) = open_row(keys, &self.row).map_err(|e| anyhow::anyhow!("contact {}: {e}", self.row.id))?;
             self.cipher = Some(cipher);
-            self.plain = Some(plain);
+            self.plain = Some(Cow::Owned(plain));
         }
         Ok(())
     }
@@ -516,8 +519,10 @@ fn consent_event(
     })
 }
 
-/// Decides the writes of one batch from what the store found.
-fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Result<BatchWrites> {
+/// Decides the writes of one batch from what the store found. The batch is only
+/// read, so that a plan made ahead on a look-up that no longer holds can be made
+/// again.
+fn plan(ctx: &PlanContext, batch: &PreparedBatch, found: BatchFound) -> anyhow::Result<BatchWrites> {
     let mut counts = ImportCounts {
         read: batch.rows,
         ..Default::default()
@@ -554,14 +559,14 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
         Item::Ok(p) => p.parsed.row,
         Item::Rejected(r) => r.first().map(|x| x.row).unwrap_or(0),
     });
-    for item in batch.items {
-        let prepared = match item {
+    for item in &batch.items {
+        let prepared: &PreparedRow = match item {
             Item::Rejected(r) => {
                 counts.rejected += 1;
-                rejections.extend(r);
+                rejections.extend(r.iter().cloned());
                 continue;
             }
-            Item::Ok(p) => *p,
+            Item::Ok(p) => p,
         };
         let keys_of_row: Vec<&Vec<u8>> = [&prepared.email_bidx, &prepared.phone_bidx].into_iter().flatten().collect();
         if keys_of_row.iter().any(|b| suppressed.contains(*b)) {
@@ -597,9 +602,9 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
             for b in &keys_of_row {
                 by_bidx.insert((*b).clone(), idx);
             }
-            let PreparedRow { parsed, new_row, .. } = prepared;
-            let new_row = match new_row {
-                Some(row) => row,
+            let parsed = &prepared.parsed;
+            let new_row = match &prepared.new_row {
+                Some(row) => row.clone(),
                 None => seal_new(&ctx.keys, Uuid::now_v7(), &parsed.plain, ctx.now)?.1,
             };
             // Contact keys are reopened only where a value must be sealed here, so a
@@ -610,7 +615,7 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
             };
             let mut granted = HashSet::new();
             for ch in &parsed.channels {
-                consents.push(consent_event(&ctx, cipher.as_ref(), new_row.id, &parsed, *ch)?);
+                consents.push(consent_event(ctx, cipher.as_ref(), new_row.id, parsed, *ch)?);
                 granted.insert((ch.as_str().to_string(), ctx.purpose.as_str().to_string()));
             }
             memberships.push(new_row.id);
@@ -618,7 +623,7 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
             slots.push(Slot {
                 row: new_row,
                 cipher,
-                plain: Some(parsed.plain),
+                plain: Some(Cow::Borrowed(&parsed.plain)),
                 is_new: true,
                 in_list: true,
                 granted,
@@ -650,7 +655,7 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
         if needs_open {
             s.open(&ctx.keys)?;
             if let Some(plain) = s.plain.as_mut() {
-                if merge_plain(plain, incoming, ctx.on_existing) {
+                if merge_plain(plain.to_mut(), incoming, ctx.on_existing) {
                     changed = true;
                     s.dirty = true;
                 }
@@ -683,7 +688,7 @@ fn plan(ctx: PlanContext, batch: PreparedBatch, found: BatchFound) -> anyhow::Re
                     s.cipher = Some(ContactCipher::open(&ctx.keys, *s.row.id.as_bytes(), &s.row.contact_key)?);
                 }
                 if let Some(cipher) = &s.cipher {
-                    consents.push(consent_event(&ctx, Some(cipher), s.row.id, &prepared.parsed, *ch)?);
+                    consents.push(consent_event(ctx, Some(cipher), s.row.id, &prepared.parsed, *ch)?);
                 }
                 s.granted.insert(key);
                 changed = true;
@@ -947,16 +952,38 @@ impl Vault {
             let permit = ahead.clone().acquire_owned().await.map_err(|e| VaultError::Internal(e.into()))?;
             let (started, my_turn) = tokio::sync::oneshot::channel::<()>();
             let previous = turn.replace(my_turn);
-            let planner: crate::store::ImportPlanner = Box::new(move |found| {
+            let mut planner = crate::store::ImportPlanner::new(move |found| plan(&ctx, &batch, found)).on_start(move || {
                 drop(permit);
                 let _ = started.send(());
-                plan(ctx, batch, found)
             });
             let (store, ws, id) = (self.store.clone(), p.workspace_id.clone(), import_id.clone());
             in_flight.push_back(tokio::spawn(async move {
                 let prefetched = match id.as_deref() {
                     // A failed look-up ahead only means the batch looks up in its turn.
                     Some(id) => store.prefetch_import_batch(&ws, id, &lookup).await.ok().flatten(),
+                    None => None,
+                };
+                // A batch looked up ahead is planned ahead too, while the one
+                // before still writes; the store keeps the plan if the look-up
+                // still holds at the batch's turn.
+                let prefetched = match prefetched {
+                    Some(mut pre) => match tokio::task::spawn_blocking(move || {
+                        pre.plan_ahead(&mut planner);
+                        (planner, pre)
+                    })
+                    .await
+                    {
+                        Ok((back, pre)) => {
+                            planner = back;
+                            Some(pre)
+                        }
+                        Err(e) => {
+                            return (
+                                rows,
+                                Err(crate::store::StoreError::Backend(anyhow::anyhow!("planning a batch failed: {e}"))),
+                            )
+                        }
+                    },
                     None => None,
                 };
                 // The previous batch has started, or ended without starting (then

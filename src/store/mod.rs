@@ -91,8 +91,68 @@ pub fn now_micros() -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
-/// Import planning: given what exists for a batch's identifiers, decide the writes.
-pub type ImportPlanner = Box<dyn FnOnce(BatchFound) -> anyhow::Result<BatchWrites> + Send>;
+type PlanFn = Box<dyn FnMut(BatchFound) -> anyhow::Result<BatchWrites> + Send>;
+
+/// Import planning: given what exists for a batch's identifiers, decide the
+/// writes. A batch may be planned ahead of its turn on a look-up made ahead
+/// (`BatchPrefetch::plan_ahead`) and planned again at its turn when that look-up
+/// no longer holds. The store tells the planner when the batch has its turn
+/// (`start`), which lets the importer hand over the next batch.
+pub struct ImportPlanner {
+    plan: PlanFn,
+    on_start: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl ImportPlanner {
+    pub fn new(plan: impl FnMut(BatchFound) -> anyhow::Result<BatchWrites> + Send + 'static) -> Self {
+        ImportPlanner {
+            plan: Box::new(plan),
+            on_start: None,
+        }
+    }
+
+    /// Called once, when the batch has its turn at the store.
+    pub fn on_start(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_start = Some(Box::new(f));
+        self
+    }
+
+    /// The batch has its turn.
+    pub fn start(&mut self) {
+        if let Some(f) = self.on_start.take() {
+            f();
+        }
+    }
+
+    /// Plans the batch at its turn.
+    pub fn plan(&mut self, found: BatchFound) -> anyhow::Result<BatchWrites> {
+        self.start();
+        (self.plan)(found)
+    }
+}
+
+impl BatchPrefetch {
+    /// Plans the batch on this look-up ahead of its turn; the store uses the plan
+    /// if the look-up still holds then. A plan that failed is made again at the
+    /// batch's turn, on a look-up made then.
+    pub fn plan_ahead(&mut self, planner: &mut ImportPlanner) {
+        self.planned = Some((planner.plan)(std::mem::take(&mut self.found)));
+    }
+
+    /// The writes for the batch at its turn, once the store has checked that this
+    /// look-up still holds: the plan made ahead, or one made now on the look-up.
+    /// `None` when the plan made ahead failed: the batch is looked up again.
+    pub fn writes_at_turn(self, planner: &mut ImportPlanner) -> Option<anyhow::Result<BatchWrites>> {
+        match self.planned {
+            Some(Ok(writes)) => {
+                planner.start();
+                Some(Ok(writes))
+            }
+            Some(Err(_)) => None,
+            None => Some(planner.plan(self.found)),
+        }
+    }
+}
 
 /// The storage of the vault. Every write that touches personal data or security
 /// takes its `AuditDraft` and commits it in the same transaction.

@@ -415,6 +415,10 @@ pub struct BatchLookup {
 pub struct BatchPrefetch {
     pub found: BatchFound,
     pub audit_head: i64,
+    /// Ids of the contacts found (kept when `found` went into a plan made ahead).
+    pub found_contacts: Vec<uuid::Uuid>,
+    /// The writes planned ahead on `found` (`BatchPrefetch::plan_ahead`).
+    pub planned: Option<anyhow::Result<BatchWrites>>,
 }
 
 /// What exists for a batch: live contacts matching any identifier, their consent

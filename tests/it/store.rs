@@ -227,6 +227,7 @@ conformance!(
     import_batches_commit_all_or_nothing,
     batches_looked_up_ahead_see_every_later_write,
     identifier_filters_hide_nothing_written_since,
+    plans_made_ahead_are_kept_only_while_their_look_up_holds,
     list_members_are_counted_once,
     api_keys_round_trip,
     damaged_key_lists_read_as_allowing_nothing,
@@ -415,9 +416,10 @@ fn no_writes(ws: &Ws, import_id: &str) -> BatchWrites {
 /// A planner that hands back what it was shown and answers with `writes`.
 fn planner(writes: anyhow::Result<BatchWrites>) -> (ImportPlanner, mpsc::Receiver<BatchFound>) {
     let (tx, rx) = mpsc::channel();
-    let planner: ImportPlanner = Box::new(move |found| {
+    let mut writes = Some(writes);
+    let planner = ImportPlanner::new(move |found| {
         let _ = tx.send(found);
-        writes
+        writes.take().unwrap_or_else(|| Err(anyhow::anyhow!("the batch was planned twice")))
     });
     (planner, rx)
 }
@@ -1274,6 +1276,77 @@ async fn batches_looked_up_ahead_see_every_later_write(b: &Backend) {
     let lookup_stray = s.find_contact_by_bidx(&ws.id, IdentifierKind::Email, stray.email_bidx.as_ref().unwrap(), &ListScope::All);
     assert_eq!(lookup_stray.await.unwrap(), None, "a refused batch wrote its contact");
     assert_eq!(s.find_import(&ws.id, &job.id).await.unwrap().unwrap().rows_done, 4);
+}
+
+/// A batch looked up and planned ahead of its turn (`BatchPrefetch::plan_ahead`)
+/// is written as planned when nothing since concerns it, and planned again on a
+/// fresh look-up when another writer created one of its contacts meanwhile.
+async fn plans_made_ahead_are_kept_only_while_their_look_up_holds(b: &Backend) {
+    let ws = workspace(b, "t").await;
+    let s = &b.store;
+    let (list, job) = running_import(b, &ws).await;
+    let at = |first_row: u64, rows: &[&ContactRow]| BatchLookup {
+        first_row,
+        ..lookup(&list.id, rows)
+    };
+    let create = |row: &ContactRow| BatchWrites {
+        inserts: vec![row.clone()],
+        memberships: vec![row.id],
+        counts: ImportCounts {
+            read: 1,
+            created: 1,
+            ..Default::default()
+        },
+        rows: 1,
+        ..no_writes(&ws, &job.id)
+    };
+    // A planner that answers with the next of `plans` and reports every look-up.
+    let planner = |plans: Vec<BatchWrites>| {
+        let (tx, rx) = mpsc::channel();
+        let mut plans = plans.into_iter();
+        let planner = ImportPlanner::new(move |found| {
+            let _ = tx.send(found);
+            plans.next().ok_or_else(|| anyhow::anyhow!("planned once too often"))
+        });
+        (planner, rx)
+    };
+
+    let first = seal(&ws, &with_email("first@example.com"));
+    let Some(mut ahead) = s.prefetch_import_batch(&ws.id, &job.id, &at(0, &[&first])).await.unwrap() else {
+        return; // This backend looks batches up at their turn only.
+    };
+    let (mut plan, shown) = planner(vec![create(&first)]);
+    ahead.plan_ahead(&mut plan);
+    assert!(shown.recv().unwrap().contacts.is_empty());
+    s.apply_import_batch(&ws.id, Some(&job.id), at(0, &[&first]), Some(ahead), plan, false)
+        .await
+        .unwrap();
+    assert!(shown.try_recv().is_err(), "the plan made ahead was kept");
+    assert!(s.find_contact(&ws.id, first.id, &ListScope::All).await.unwrap().is_some());
+
+    let second = seal(&ws, &with_email("second@example.com"));
+    let mut ahead = s.prefetch_import_batch(&ws.id, &job.id, &at(1, &[&second])).await.unwrap().unwrap();
+    let unchanged = BatchWrites {
+        rows: 1,
+        counts: ImportCounts {
+            read: 1,
+            unchanged: 1,
+            ..Default::default()
+        },
+        ..no_writes(&ws, &job.id)
+    };
+    let (mut plan, shown) = planner(vec![create(&second), unchanged]);
+    ahead.plan_ahead(&mut plan);
+    assert!(shown.recv().unwrap().contacts.is_empty());
+    let meanwhile = add_contact(b, &ws, "second@example.com", &[]).await;
+    let counts = s
+        .apply_import_batch(&ws.id, Some(&job.id), at(1, &[&second]), Some(ahead), plan, true)
+        .await
+        .unwrap();
+    assert_eq!(counts.unchanged, 1, "the batch was planned again");
+    let found = shown.recv().unwrap();
+    assert_eq!(found.contacts.iter().map(|c| c.row.id).collect::<Vec<_>>(), vec![meanwhile.id]);
+    assert!(s.find_contact(&ws.id, second.id, &ListScope::All).await.unwrap().is_none());
 }
 
 /// An import's identifier filter (`Store::identifier_filter`) holds every

@@ -132,7 +132,7 @@ pub async fn apply_batch(
     id: &str,
     lookup: BatchLookup,
     prefetched: Option<BatchPrefetch>,
-    planner: ImportPlanner,
+    mut planner: ImportPlanner,
     recent: &RecentWrites,
 ) -> StoreResult<(ImportCounts, u64, u64)> {
     let job = c
@@ -155,19 +155,23 @@ pub async fn apply_batch(
             job.rows_done
         )));
     }
-    let found = match prefetched {
+    let ahead = match prefetched {
         Some(pre) => {
             let since = audit_since(c, ws, pre.audit_head).await.map_err(map_err)?;
-            let check = identifiers(&lookup).chain(pre.found.contacts.iter().map(|e| recent::of_contact(e.row.id)));
+            let check = identifiers(&lookup).chain(pre.found_contacts.iter().map(|id| recent::of_contact(*id)));
             if since.is_some_and(|since| recent.still_holds(ws, pre.audit_head, &since, check)) {
-                pre.found
+                pre.writes_at_turn(&mut planner)
             } else {
-                look_up(c, ws, &lookup).await.map_err(map_err)?
+                None
             }
         }
-        None => look_up(c, ws, &lookup).await.map_err(map_err)?,
+        None => None,
     };
-    let writes = planner(found).map_err(StoreError::Backend)?;
+    let writes = match ahead {
+        Some(writes) => writes,
+        None => planner.plan(look_up(c, ws, &lookup).await.map_err(map_err)?),
+    }
+    .map_err(StoreError::Backend)?;
     let mut touched: Vec<u64> = identifiers(&lookup).collect();
     touched.extend(writes.updates.iter().map(|r| recent::of_contact(r.id)));
     touched.extend(writes.memberships.iter().map(|id| recent::of_contact(*id)));
@@ -255,7 +259,12 @@ pub async fn prefetch(
     let audit_head = audit_head(&*tx, ws).await?;
     let found = look_up(&*tx, ws, lookup).await?;
     tx.commit().await?;
-    Ok(Some(BatchPrefetch { found, audit_head }))
+    Ok(Some(BatchPrefetch {
+        found_contacts: found.contacts.iter().map(|c| c.row.id).collect(),
+        found,
+        audit_head,
+        planned: None,
+    }))
 }
 
 /// Sequence numbers and hashes of the workspace's audit events after `seq`, in

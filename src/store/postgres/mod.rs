@@ -1178,7 +1178,7 @@ impl Store for PostgresStore {
         import_id: Option<&str>,
         lookup: BatchLookup,
         prefetched: Option<BatchPrefetch>,
-        planner: ImportPlanner,
+        mut planner: ImportPlanner,
         _last_batch: bool,
     ) -> StoreResult<ImportCounts> {
         let mut c = self.client().await?;
@@ -1199,7 +1199,7 @@ impl Store for PostgresStore {
             }
             None => {
                 let found = imports::look_up(&**c, workspace_id, &lookup).await.map_err(map_err)?;
-                planner(found).map(|w| w.counts).map_err(StoreError::Backend)
+                planner.plan(found).map(|w| w.counts).map_err(StoreError::Backend)
             }
         }
     }

@@ -64,7 +64,7 @@ pub fn begin(c: &Connection, job: ImportJob, draft: &AuditDraft) -> StoreResult<
     Ok(job)
 }
 
-pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, planner: ImportPlanner) -> StoreResult<ImportCounts> {
+pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, mut planner: ImportPlanner) -> StoreResult<ImportCounts> {
     let job = find(c, ws, id).map_err(map_err)?.ok_or(StoreError::NotFound("import"))?;
     if job.status != ImportStatus::Running {
         return Err(StoreError::Ended("import"));
@@ -77,7 +77,7 @@ pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, plan
         )));
     }
     let found = look_up(c, ws, &lookup).map_err(map_err)?;
-    let mut writes = planner(found).map_err(StoreError::Backend)?;
+    let mut writes = planner.plan(found).map_err(StoreError::Backend)?;
     let event = audit::append(c, &writes.audit)?;
     for row in &writes.inserts {
         contacts::insert(c, row).map_err(map_err)?;

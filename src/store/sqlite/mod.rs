@@ -1022,7 +1022,7 @@ impl Store for SqliteStore {
         import_id: Option<&str>,
         lookup: BatchLookup,
         _prefetched: Option<BatchPrefetch>,
-        planner: ImportPlanner,
+        mut planner: ImportPlanner,
         last_batch: bool,
     ) -> StoreResult<ImportCounts> {
         let (ws, id) = (workspace_id.to_string(), import_id.map(str::to_string));
@@ -1038,7 +1038,7 @@ impl Store for SqliteStore {
             None => self
                 .read(move |c| {
                     let found = imports::look_up(c, &ws, &lookup)?;
-                    Ok(planner(found).map(|w| w.counts))
+                    Ok(planner.plan(found).map(|w| w.counts))
                 })
                 .await?
                 .map_err(StoreError::Backend),
