@@ -904,9 +904,10 @@ impl Vault {
         // has started at the store (its planner runs): batches are applied strictly
         // in file order, which the job's progress (rows done, counted from the
         // top) relies on and the store checks, and at most `AHEAD` batches wait
-        // unstarted, which bounds memory. (Three ahead measured no faster than one
-        // on either backend and held 60 MiB more.)
-        const AHEAD: usize = 1;
+        // unstarted, which bounds memory. Two, so that a batch is looked up and
+        // planned while the one before waits for its turn: the SQLite writer
+        // looks up and writes, and with one ahead it waited for each plan.
+        const AHEAD: usize = 2;
         let ahead = Arc::new(tokio::sync::Semaphore::new(AHEAD));
         let mut turn: Option<tokio::sync::oneshot::Receiver<()>> = None;
         let mut first_row = job.rows_done;

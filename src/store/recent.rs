@@ -12,6 +12,7 @@
 //! Identifiers and contact ids are kept as 64-bit fingerprints: a fingerprint
 //! shared by chance only costs a second look-up.
 
+use super::{BatchLookup, BatchPrefetch, BatchWrites};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -33,6 +34,29 @@ pub fn of_bidx(bidx: &[u8]) -> u64 {
 /// Fingerprint of a contact id (the random low half of a UUID).
 pub fn of_contact(id: Uuid) -> u64 {
     id.as_u64_pair().1
+}
+
+/// Fingerprints of a batch's identifiers.
+pub fn of_lookup(lookup: &BatchLookup) -> impl Iterator<Item = u64> + '_ {
+    lookup.email_bidx.iter().chain(&lookup.phone_bidx).map(|b| of_bidx(b))
+}
+
+/// What a batch's writes touch: its identifiers and every contact it changes,
+/// adds to the list or appends consent events for.
+pub fn touched_by(lookup: &BatchLookup, writes: &BatchWrites) -> Vec<u64> {
+    let mut touched: Vec<u64> = of_lookup(lookup).collect();
+    touched.extend(writes.updates.iter().map(|r| of_contact(r.id)));
+    touched.extend(writes.memberships.iter().map(|id| of_contact(*id)));
+    touched.extend(writes.consents.iter().map(|e| of_contact(e.contact_id)));
+    touched
+}
+
+/// The checks of a look-up made ahead: the batch's identifiers and the contacts
+/// it found.
+pub fn checks_of(lookup: &BatchLookup, prefetch: &BatchPrefetch) -> Vec<u64> {
+    of_lookup(lookup)
+        .chain(prefetch.found_contacts.iter().map(|id| of_contact(*id)))
+        .collect()
 }
 
 #[derive(Default)]

@@ -158,7 +158,7 @@ pub async fn apply_batch(
     let ahead = match prefetched {
         Some(pre) => {
             let since = audit_since(c, ws, pre.audit_head).await.map_err(map_err)?;
-            let check = identifiers(&lookup).chain(pre.found_contacts.iter().map(|id| recent::of_contact(*id)));
+            let check = recent::checks_of(&lookup, &pre);
             if since.is_some_and(|since| recent.still_holds(ws, pre.audit_head, &since, check)) {
                 pre.writes_at_turn(&mut planner)
             } else {
@@ -172,10 +172,7 @@ pub async fn apply_batch(
         None => planner.plan(look_up(c, ws, &lookup).await.map_err(map_err)?),
     }
     .map_err(StoreError::Backend)?;
-    let mut touched: Vec<u64> = identifiers(&lookup).collect();
-    touched.extend(writes.updates.iter().map(|r| recent::of_contact(r.id)));
-    touched.extend(writes.memberships.iter().map(|id| recent::of_contact(*id)));
-    touched.extend(writes.consents.iter().map(|e| recent::of_contact(e.contact_id)));
+    let touched = recent::touched_by(&lookup, &writes);
     copy_new_contacts(c, &writes.inserts).await.map_err(map_err)?;
     let new: HashSet<Uuid> = writes.inserts.iter().map(|r| r.id).collect();
     let (new_members, old_members): (Vec<Uuid>, Vec<Uuid>) = writes.memberships.iter().partition(|id| new.contains(id));
@@ -225,10 +222,6 @@ pub async fn apply_batch(
     .map_err(map_err)?;
     recent.record(ws, event.seq, &event.hash, touched);
     Ok((k, job.rows_done, job.rows_done + writes.rows))
-}
-
-fn identifiers(lookup: &BatchLookup) -> impl Iterator<Item = u64> + '_ {
-    lookup.email_bidx.iter().chain(&lookup.phone_bidx).map(|b| recent::of_bidx(b))
 }
 
 /// Looks a batch up in a read-only snapshot of its own, with the audit head of

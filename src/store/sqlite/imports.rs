@@ -1,12 +1,16 @@
 //! Import jobs of the SQLite backend: start-or-resume, and one batch per transaction
 //! with the job's progress, so a crash loses at most the uncommitted batch and a
-//! rerun continues exactly after the last committed one.
+//! rerun continues exactly after the last committed one. A batch is looked up
+//! ahead of its turn in the writer's transaction and planned off the writer
+//! thread; at its turn the writer keeps that plan only if nothing written since
+//! concerns the batch (`store::recent`).
 
 use super::{audit, contacts, map_err};
 use crate::audit::AuditDraft;
 use crate::store::identifiers::{self, IdentifierFilter};
+use crate::store::recent::{self, RecentWrites};
 use crate::store::{
-    BatchFound, BatchLookup, ExistingContact, ImportCounts, ImportJob, ImportPlanner, ImportStatus, StoreError, StoreResult,
+    BatchFound, BatchLookup, BatchPrefetch, ExistingContact, ImportCounts, ImportJob, ImportPlanner, ImportStatus, StoreError, StoreResult,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::collections::HashSet;
@@ -64,7 +68,50 @@ pub fn begin(c: &Connection, job: ImportJob, draft: &AuditDraft) -> StoreResult<
     Ok(job)
 }
 
-pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, mut planner: ImportPlanner) -> StoreResult<ImportCounts> {
+/// Looks a batch up ahead of its turn, in the writer's connection (inside the
+/// import's open transaction, so earlier batches not yet committed are seen),
+/// with the workspace's audit head; `None` when the job is not running.
+pub fn prefetch(c: &Connection, ws: &str, id: &str, lookup: &BatchLookup) -> rusqlite::Result<Option<BatchPrefetch>> {
+    if find(c, ws, id)?.is_none_or(|j| j.status != ImportStatus::Running) {
+        return Ok(None);
+    }
+    let audit_head = audit_head(c, ws)?;
+    let found = look_up(c, ws, lookup)?;
+    Ok(Some(BatchPrefetch {
+        found_contacts: found.contacts.iter().map(|c| c.row.id).collect(),
+        found,
+        audit_head,
+        planned: None,
+    }))
+}
+
+fn audit_head(c: &Connection, ws: &str) -> rusqlite::Result<i64> {
+    c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM audit_events WHERE workspace_id = ?1")?
+        .query_row([ws], |r| r.get(0))
+}
+
+/// Sequence numbers and hashes of the workspace's audit events after `seq`, in
+/// order; `None` when there are more than 64.
+fn audit_since(c: &Connection, ws: &str, seq: i64) -> rusqlite::Result<Option<Vec<(i64, String)>>> {
+    let rows: Vec<(i64, String)> = c
+        .prepare_cached("SELECT seq, hash FROM audit_events WHERE workspace_id = ?1 AND seq > ?2 ORDER BY seq LIMIT 65")?
+        .query_map(params![ws, seq], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((rows.len() <= 64).then_some(rows))
+}
+
+/// Applies one batch: its look-up made ahead (and the plan made on it) when
+/// nothing written since concerns the batch (`store::recent`), otherwise a
+/// look-up and plan made here.
+pub fn apply_batch(
+    c: &Connection,
+    ws: &str,
+    id: &str,
+    lookup: BatchLookup,
+    prefetched: Option<BatchPrefetch>,
+    mut planner: ImportPlanner,
+    recent: &RecentWrites,
+) -> StoreResult<ImportCounts> {
     let job = find(c, ws, id).map_err(map_err)?.ok_or(StoreError::NotFound("import"))?;
     if job.status != ImportStatus::Running {
         return Err(StoreError::Ended("import"));
@@ -76,9 +123,25 @@ pub fn apply_batch(c: &Connection, ws: &str, id: &str, lookup: BatchLookup, mut 
             job.rows_done
         )));
     }
-    let found = look_up(c, ws, &lookup).map_err(map_err)?;
-    let mut writes = planner.plan(found).map_err(StoreError::Backend)?;
+    let ahead = match prefetched {
+        Some(pre) => {
+            let since = audit_since(c, ws, pre.audit_head).map_err(map_err)?;
+            let check = recent::checks_of(&lookup, &pre);
+            if since.is_some_and(|since| recent.still_holds(ws, pre.audit_head, &since, check)) {
+                pre.writes_at_turn(&mut planner)
+            } else {
+                None
+            }
+        }
+        None => None,
+    };
+    let mut writes = match ahead {
+        Some(writes) => writes,
+        None => planner.plan(look_up(c, ws, &lookup).map_err(map_err)?),
+    }
+    .map_err(StoreError::Backend)?;
     let event = audit::append(c, &writes.audit)?;
+    recent.record(ws, event.seq, &event.hash, recent::touched_by(&lookup, &writes));
     for row in &writes.inserts {
         contacts::insert(c, row).map_err(map_err)?;
     }

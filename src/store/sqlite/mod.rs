@@ -41,6 +41,8 @@ const PAGE_SIZE: u32 = 8192;
 pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
+    /// Import batches written by this process, to check looks-up made ahead.
+    recent: Arc<recent::RecentWrites>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Semaphore,
     // Declared last: dropped after the writer and readers, so its final
@@ -79,6 +81,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer: Writer::start(conn, import_commit_window)?,
+            recent: Arc::new(recent::RecentWrites::default()),
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_permits: Semaphore::new(READERS),
             _checkpointer: checkpointer::Checkpointer::start(path)?,
@@ -1006,6 +1009,13 @@ impl Store for SqliteStore {
         self.write(move |c| imports::begin(c, job, &audit_draft)).await
     }
 
+    async fn prefetch_import_batch(&self, workspace_id: &str, import_id: &str, lookup: &BatchLookup) -> StoreResult<Option<BatchPrefetch>> {
+        let (ws, id, lookup) = (workspace_id.to_string(), import_id.to_string(), lookup.clone());
+        self.writer
+            .read_in_chain(id.clone(), move |c| imports::prefetch(c, &ws, &id, &lookup).map_err(map_err))
+            .await
+    }
+
     async fn identifier_filter(
         &self,
         workspace_id: &str,
@@ -1021,16 +1031,17 @@ impl Store for SqliteStore {
         workspace_id: &str,
         import_id: Option<&str>,
         lookup: BatchLookup,
-        _prefetched: Option<BatchPrefetch>,
+        prefetched: Option<BatchPrefetch>,
         mut planner: ImportPlanner,
         last_batch: bool,
     ) -> StoreResult<ImportCounts> {
         let (ws, id) = (workspace_id.to_string(), import_id.map(str::to_string));
         match id {
             Some(id) => {
+                let recent = self.recent.clone();
                 self.writer
                     .write_chained(id.clone(), last_batch, move |c| {
-                        let result = imports::apply_batch(c, &ws, &id, lookup, planner);
+                        let result = imports::apply_batch(c, &ws, &id, lookup, prefetched, planner, &recent);
                         (result.is_ok(), result)
                     })
                     .await

@@ -1,7 +1,9 @@
 //! The single writer thread of the SQLite backend with group commit: every write is
 //! a job run inside its own savepoint, and all jobs waiting in the queue share one
 //! transaction and one fsync. A job's result is released to its caller only after
-//! the commit, so nothing is acknowledged before it is durable.
+//! the commit, so nothing is acknowledged before it is durable. The one exception
+//! is a read inside an import's open transaction (`read_in_chain`), which answers
+//! at once and whose caller checks later that what it read still holds.
 
 use super::super::{StoreError, StoreResult};
 use anyhow::Context;
@@ -24,6 +26,10 @@ enum Mode {
     /// first touches into a sub-journal, which costs a large batch dearly), and
     /// consecutive batches of one chain share a transaction (see `Writer::start`).
     Chained { chain: String, last: bool },
+    /// A read in the open transaction of a chain (or on its own when none is
+    /// open): it neither ends the chain nor waits for its commit. What it read
+    /// may still be rolled back with the chain; its caller must check it later.
+    ChainedRead { chain: String },
 }
 
 struct Job {
@@ -80,6 +86,37 @@ impl Writer {
         self.submit(Mode::Chained { chain, last }, f).await
     }
 
+    /// Runs a read `f` inside the open transaction of `chain`, if that is the
+    /// chain being written, and answers at once (see `Mode::ChainedRead`).
+    pub async fn read_in_chain<T, F>(&self, chain: String, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<StoreResult<T>>();
+        let run: JobFn = Box::new(move |conn| {
+            let _ = done_tx.send(f(conn));
+            (true, Box::new(|_| {}) as Completion)
+        });
+        self.send(Job {
+            mode: Mode::ChainedRead { chain },
+            run,
+        })?;
+        done_rx
+            .await
+            .map_err(|_| StoreError::Backend(anyhow::anyhow!("the database writer stopped before answering")))?
+    }
+
+    fn send(&self, job: Job) -> StoreResult<()> {
+        let sender = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend(anyhow::anyhow!("the store is closed")))?;
+        sender
+            .send(job)
+            .map_err(|_| StoreError::Backend(anyhow::anyhow!("the database writer has stopped")))
+    }
+
     async fn submit<T, F>(&self, mode: Mode, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -98,14 +135,7 @@ impl Writer {
             });
             (keep, completion)
         });
-        let job = Job { mode, run };
-        let sender = self
-            .tx
-            .as_ref()
-            .ok_or_else(|| StoreError::Backend(anyhow::anyhow!("the store is closed")))?;
-        sender
-            .send(job)
-            .map_err(|_| StoreError::Backend(anyhow::anyhow!("the database writer has stopped")))?;
+        self.send(Job { mode, run })?;
         done_rx
             .await
             .map_err(|_| StoreError::Backend(anyhow::anyhow!("the database writer stopped before answering")))?
@@ -131,9 +161,18 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, chain_window: Duration) {
                 Err(_) => return,
             },
         };
-        if let Mode::Chained { .. } = first.mode {
-            held = run_chain(&conn, first, &rx, chain_window);
-            continue;
+        match first.mode {
+            Mode::Chained { .. } => {
+                held = run_chain(&conn, first, &rx, chain_window);
+                continue;
+            }
+            Mode::ChainedRead { .. } => {
+                // No chain is open: the read runs on its own.
+                let (_, completion) = (first.run)(&conn);
+                completion(None);
+                continue;
+            }
+            Mode::Group => {}
         }
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -182,10 +221,28 @@ fn run_chain(conn: &Connection, first: Job, rx: &mpsc::Receiver<Job>, window: Du
         if now >= deadline {
             break;
         }
-        match rx.recv_timeout(deadline - now) {
-            Ok(j) if matches!(&j.mode, Mode::Chained { chain: c, .. } if *c == chain) => next = Some(j),
-            Ok(j) => held = Some(j),
-            Err(_) => {}
+        // Reads of this chain run in its transaction as they come, without
+        // ending it; anything else of another kind ends the chain.
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match rx.recv_timeout(deadline - now) {
+                Ok(j) if matches!(&j.mode, Mode::ChainedRead { chain: c } if *c == chain) => {
+                    let (_, completion) = (j.run)(conn);
+                    completion(None);
+                }
+                Ok(j) if matches!(&j.mode, Mode::Chained { chain: c, .. } if *c == chain) => {
+                    next = Some(j);
+                    break;
+                }
+                Ok(j) => {
+                    held = Some(j);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
     }
     let end_err = if failed {
@@ -314,6 +371,38 @@ mod tests {
         // The writer goes on with the next work.
         w.write(insert(3)).await.unwrap();
         assert_eq!(count(&path), 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_in_a_chain_sees_its_uncommitted_rows_answers_at_once_and_keeps_it_open() {
+        let (_dir, w, path) = writer(5_000);
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move { w.write_chained("imp".into(), false, insert(1)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let seen = w
+            .read_in_chain("imp".into(), |c| {
+                c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| StoreError::Backend(e.into()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, 1, "the read sees the chain's uncommitted row");
+        assert!(!first.is_finished(), "the read did not end the chain");
+        assert_eq!(count(&path), 0);
+        w.write_chained("imp".into(), true, insert(2)).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(count(&path), 2, "both batches committed together");
+        // Without an open chain the read runs on its own.
+        let alone = w
+            .read_in_chain("other".into(), |c| {
+                c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| StoreError::Backend(e.into()))
+            })
+            .await
+            .unwrap();
+        assert_eq!(alone, 2);
     }
 
     #[tokio::test]
