@@ -12,7 +12,7 @@
 //! Identifiers and contact ids are kept as 64-bit fingerprints: a fingerprint
 //! shared by chance only costs a second look-up.
 
-use super::{BatchLookup, BatchPrefetch, BatchWrites};
+use super::{BatchLookup, BatchPrefetch, BatchWrites, ImportJob, ImportPlanner, StoreError, StoreResult};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -51,9 +51,22 @@ pub fn touched_by(lookup: &BatchLookup, writes: &BatchWrites) -> Vec<u64> {
     touched
 }
 
+/// Refuses a batch that does not start where the job's progress stands (a batch
+/// before it failed or was never written).
+pub fn check_start(job: &ImportJob, lookup: &BatchLookup) -> StoreResult<()> {
+    if job.rows_done == lookup.first_row {
+        return Ok(());
+    }
+    Err(StoreError::Backend(anyhow::anyhow!(
+        "an import batch starting after row {} arrived when the job had done {} rows; run the import again to resume it",
+        lookup.first_row,
+        job.rows_done
+    )))
+}
+
 /// The checks of a look-up made ahead: the batch's identifiers and the contacts
 /// it found.
-pub fn checks_of(lookup: &BatchLookup, prefetch: &BatchPrefetch) -> Vec<u64> {
+fn checks_of(lookup: &BatchLookup, prefetch: &BatchPrefetch) -> Vec<u64> {
     of_lookup(lookup)
         .chain(prefetch.found_contacts.iter().map(|id| of_contact(*id)))
         .collect()
@@ -100,6 +113,25 @@ impl RecentWrites {
                 }
             }
         }
+    }
+
+    /// The writes of a batch looked up ahead (`prefetch`), when its look-up still
+    /// holds after the audit events `since` its snapshot (`None`: more than the
+    /// store reads back): the plan made ahead, or one made now on that look-up.
+    /// `None` when the batch must be looked up again.
+    pub fn writes_ahead(
+        &self,
+        workspace_id: &str,
+        lookup: &BatchLookup,
+        prefetch: BatchPrefetch,
+        since: Option<Vec<(i64, String)>>,
+        planner: &mut ImportPlanner,
+    ) -> Option<anyhow::Result<BatchWrites>> {
+        let since = since?;
+        if !self.still_holds(workspace_id, prefetch.audit_head, &since, checks_of(lookup, &prefetch)) {
+            return None;
+        }
+        prefetch.writes_at_turn(planner)
     }
 
     /// Whether a look-up made at audit head `then` still holds now that the

@@ -116,22 +116,11 @@ pub fn apply_batch(
     if job.status != ImportStatus::Running {
         return Err(StoreError::Ended("import"));
     }
-    if job.rows_done != lookup.first_row {
-        return Err(StoreError::Backend(anyhow::anyhow!(
-            "an import batch starting after row {} arrived when the job had done {} rows; run the import again to resume it",
-            lookup.first_row,
-            job.rows_done
-        )));
-    }
+    recent::check_start(&job, &lookup)?;
     let ahead = match prefetched {
         Some(pre) => {
             let since = audit_since(c, ws, pre.audit_head).map_err(map_err)?;
-            let check = recent::checks_of(&lookup, &pre);
-            if since.is_some_and(|since| recent.still_holds(ws, pre.audit_head, &since, check)) {
-                pre.writes_at_turn(&mut planner)
-            } else {
-                None
-            }
+            recent.writes_ahead(ws, &lookup, pre, since, &mut planner)
         }
         None => None,
     };

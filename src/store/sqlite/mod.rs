@@ -41,7 +41,7 @@ const PAGE_SIZE: u32 = 8192;
 pub struct SqliteStore {
     path: PathBuf,
     writer: Writer,
-    /// Import batches written by this process, to check looks-up made ahead.
+    /// Import batches written by this process, to check look-ups made ahead.
     recent: Arc<recent::RecentWrites>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Semaphore,

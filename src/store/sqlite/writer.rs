@@ -324,6 +324,12 @@ mod tests {
             .unwrap()
     }
 
+    /// Starts the chain "imp" with a first batch (row 1) that waits for its commit.
+    fn open_chain(w: &Arc<Writer>) -> tokio::task::JoinHandle<StoreResult<()>> {
+        let w = w.clone();
+        tokio::spawn(async move { w.write_chained("imp".into(), false, insert(1)).await })
+    }
+
     fn insert(v: i64) -> impl FnOnce(&Connection) -> (bool, StoreResult<()>) + Send + 'static {
         move |c: &Connection| {
             let r = c
@@ -337,10 +343,7 @@ mod tests {
     #[tokio::test]
     async fn batches_of_one_chain_are_committed_together_and_answered_after_the_commit() {
         let (_dir, w, path) = writer(5_000);
-        let first = tokio::spawn({
-            let w = w.clone();
-            async move { w.write_chained("imp".into(), false, insert(1)).await }
-        });
+        let first = open_chain(&w);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!first.is_finished(), "the first batch waits for the shared commit");
         assert_eq!(count(&path), 0, "nothing is visible before the commit");
@@ -352,10 +355,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_rolls_back_its_whole_chain_and_every_batch_hears_of_it() {
         let (_dir, w, path) = writer(5_000);
-        let first = tokio::spawn({
-            let w = w.clone();
-            async move { w.write_chained("imp".into(), false, insert(1)).await }
-        });
+        let first = open_chain(&w);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let failing = w
             .write_chained("imp".into(), false, |_c: &Connection| {
@@ -376,10 +376,7 @@ mod tests {
     #[tokio::test]
     async fn a_read_in_a_chain_sees_its_uncommitted_rows_answers_at_once_and_keeps_it_open() {
         let (_dir, w, path) = writer(5_000);
-        let first = tokio::spawn({
-            let w = w.clone();
-            async move { w.write_chained("imp".into(), false, insert(1)).await }
-        });
+        let first = open_chain(&w);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let seen = w
             .read_in_chain("imp".into(), |c| {
@@ -408,10 +405,7 @@ mod tests {
     #[tokio::test]
     async fn another_write_or_the_window_ends_a_chain() {
         let (_dir, w, path) = writer(5_000);
-        let first = tokio::spawn({
-            let w = w.clone();
-            async move { w.write_chained("imp".into(), false, insert(1)).await }
-        });
+        let first = open_chain(&w);
         tokio::time::sleep(Duration::from_millis(50)).await;
         w.write(insert(2)).await.unwrap();
         first.await.unwrap().unwrap();
