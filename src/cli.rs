@@ -411,7 +411,7 @@ pub async fn bootstrap(data_dir: &Path, database_url: Option<&str>) -> anyhow::R
     // On PostgreSQL, servers starting together on an empty database set it up once.
     let (store, _setup_lock): (Arc<dyn crate::store::Store>, _) = match database_url {
         Some(url) => {
-            let pg = crate::store::postgres::PostgresStore::connect(url).await?;
+            let pg = crate::store::postgres::PostgresStore::connect_with(url, settings.database_pool_size).await?;
             for warning in pg.durability_warnings().await? {
                 tracing::warn!("{warning}");
             }

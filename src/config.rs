@@ -35,6 +35,11 @@ forwarded_header = "x-forwarded-for"
 # shorter: less work redone after a crash. Other writes never wait for it.
 import_commit_window_ms = 3000
 
+# PostgreSQL only: the most connections this server opens to the database
+# (CONSENTRY_DATABASE_POOL_SIZE overrides it). Every server on one database
+# opens up to this many: keep their sum under PostgreSQL's max_connections.
+database_pool_size = 16
+
 # The address users reach this server at (scheme, host and port), when it is
 # not http://localhost:PORT: passkeys are bound to it. https, or plain http
 # for localhost only (CONSENTRY_PUBLIC_URL overrides it).
@@ -48,6 +53,12 @@ api_key_max_days = 365
 /// Default of `import_commit_window_ms`.
 pub const DEFAULT_IMPORT_COMMIT_WINDOW_MS: u64 = 3000;
 
+/// Default of `database_pool_size`.
+pub const DEFAULT_DATABASE_POOL_SIZE: usize = 16;
+
+/// Largest `database_pool_size` accepted.
+const MAX_DATABASE_POOL_SIZE: usize = 1024;
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileSettings {
@@ -56,6 +67,7 @@ struct FileSettings {
     trusted_proxies: Option<Vec<String>>,
     forwarded_header: Option<String>,
     import_commit_window_ms: Option<u64>,
+    database_pool_size: Option<usize>,
     api_key_max_days: Option<u32>,
     public_url: Option<String>,
 }
@@ -69,6 +81,8 @@ pub struct Settings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub forwarded_header: crate::startup::ForwardedHeader,
     pub import_commit_window: std::time::Duration,
+    /// Most connections to PostgreSQL (unused on SQLite).
+    pub database_pool_size: usize,
     /// Longest lifetime of an API key, in microseconds.
     pub api_key_max_lifetime: i64,
     /// The origin users reach the server at (passkeys are bound to it); when
@@ -116,6 +130,16 @@ impl Settings {
         if window_ms > 60_000 {
             anyhow::bail!("import_commit_window_ms is {window_ms}; give at most 60000 (one minute)");
         }
+        let pool_size = match std::env::var("CONSENTRY_DATABASE_POOL_SIZE") {
+            Ok(raw) => raw
+                .trim()
+                .parse::<usize>()
+                .with_context(|| format!("CONSENTRY_DATABASE_POOL_SIZE {raw:?} is not a whole number of connections"))?,
+            Err(_) => file.database_pool_size.unwrap_or(DEFAULT_DATABASE_POOL_SIZE),
+        };
+        if !(1..=MAX_DATABASE_POOL_SIZE).contains(&pool_size) {
+            anyhow::bail!("database_pool_size is {pool_size}; give 1 to {MAX_DATABASE_POOL_SIZE} connections");
+        }
         let key_days = file.api_key_max_days.unwrap_or(365);
         if !(1..=3650).contains(&key_days) {
             anyhow::bail!("api_key_max_days is {key_days}; give 1 to 3650");
@@ -137,6 +161,7 @@ impl Settings {
             trusted_proxies,
             forwarded_header,
             import_commit_window: std::time::Duration::from_millis(window_ms),
+            database_pool_size: pool_size,
             api_key_max_lifetime: i64::from(key_days) * 86_400_000_000,
         })
     }

@@ -337,3 +337,27 @@ fn keys_expire_after_90_days_unless_told_and_never_beyond_the_configured_maximum
     assert!(String::from_utf8_lossy(&out.stderr).contains("at most 30 days"));
     cli.ok(&["keys", "create", "--name", "month", "--scopes", "viewer", "--expires", "30d"]);
 }
+
+#[test]
+fn a_database_pool_size_out_of_range_is_refused_with_the_setting_named() {
+    let cli = Cli::init();
+    let config = cli.data_dir().join("consentry.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("database_pool_size = 16"), "{text}");
+    std::fs::write(&config, text.replace("database_pool_size = 16", "database_pool_size = 0")).unwrap();
+    let out = cli.run(&["keys", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("database_pool_size is 0; give 1 to 1024"), "{err}");
+    std::fs::write(&config, text).unwrap();
+    let out = cli
+        .command()
+        .env("CONSENTRY_DATABASE_POOL_SIZE", "many")
+        .args(["keys", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CONSENTRY_DATABASE_POOL_SIZE \"many\" is not a whole number"), "{err}");
+    cli.ok(&["keys", "list"]);
+}

@@ -85,6 +85,22 @@ fn csv(from: usize, to: usize) -> String {
     s
 }
 
+/// Imports `body` into the list "shared" over HTTP; the job's report.
+async fn import_csv(client: &reqwest::Client, base: &str, owner: &str, body: String) -> serde_json::Value {
+    let r = client
+        .post(format!("{base}/api/v1/imports?list=shared&source=signup%20form"))
+        .bearer_auth(owner)
+        .header("Content-Type", "text/csv")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{report}");
+    report
+}
+
 /// Starts `consentry ARGS` in every data directory at once; their outputs.
 fn run_together(
     dirs: &[tempfile::TempDir],
@@ -370,20 +386,7 @@ async fn two_servers_share_contacts_keys_and_one_audit_chain() {
     // at once; lookups and key creation on B meanwhile.
     let imports = (0..4).map(|i| {
         let (client, base, owner) = (client.clone(), a.base.clone(), owner.clone());
-        tokio::spawn(async move {
-            let r = client
-                .post(format!("{base}/api/v1/imports?list=shared&source=signup%20form"))
-                .bearer_auth(&owner)
-                .header("Content-Type", "text/csv")
-                .body(csv(i * 500, i * 500 + 600))
-                .send()
-                .await
-                .unwrap();
-            let status = r.status();
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(status, 201, "{body}");
-            body
-        })
+        tokio::spawn(async move { import_csv(&client, &base, &owner, csv(i * 500, i * 500 + 600)).await })
     });
     let imports: Vec<_> = imports.collect();
     let mut new_keys = Vec::new();
@@ -478,6 +481,82 @@ async fn two_servers_share_contacts_keys_and_one_audit_chain() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `database_pool_size` bounds the server's connections, and one connection is
+/// enough for imports, their look-ups ahead, unmasked reads and the audit
+/// group commit at once (no store call waits for a second connection while it
+/// holds one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_pooled_connection_serves_imports_and_audited_reads_together() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let master = master_hex();
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("owner.key");
+    let out = consentry(dir.path(), &db, &master)
+        .args(["init", "--owner-key-file", key_file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    let config = dir.path().join("consentry.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("database_pool_size = 16"), "{text}");
+    std::fs::write(&config, text.replace("database_pool_size = 16", "database_pool_size = 1")).unwrap();
+    let owner = std::fs::read_to_string(&key_file).unwrap().trim().to_string();
+    let server = start_server(dir.path(), &db, &master, dir.path().join("server.log")).await;
+    let client = reqwest::Client::new();
+    let imports: Vec<_> = (0..2)
+        .map(|i| {
+            let (client, base, owner) = (client.clone(), server.base.clone(), owner.clone());
+            tokio::spawn(async move { import_csv(&client, &base, &owner, csv(i * 4_000, i * 4_000 + 5_000)).await })
+        })
+        .collect();
+    let lookups: Vec<_> = (0..32)
+        .map(|i| {
+            let (client, base, owner) = (client.clone(), server.base.clone(), owner.clone());
+            tokio::spawn(async move {
+                let r = client
+                    .post(format!("{base}/api/v1/contacts/lookup"))
+                    .bearer_auth(&owner)
+                    .header("X-Consentry-Purpose", "support ticket")
+                    .json(&serde_json::json!({ "email": format!("shared.{}@example.com", i * 100) }))
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            })
+        })
+        .collect();
+    let finished = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut created = 0;
+        for handle in imports {
+            let report = handle.await.unwrap();
+            assert_eq!(report["status"], "finished", "{report}");
+            created += report["counts"]["created"].as_u64().unwrap();
+        }
+        for handle in lookups {
+            let status = handle.await.unwrap();
+            assert!(status == 200 || status == 404, "lookup: {status}");
+        }
+        created
+    })
+    .await
+    .expect("imports and lookups on one pooled connection did not finish in 120 s");
+    // 9,000 distinct addresses, each created once.
+    assert_eq!(finished, 9_000);
+    let pg = admin(&db).await;
+    let opened: i64 = pg
+        .query_one(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(opened, 1, "the server holds {opened} connections with database_pool_size = 1");
+    drop(server);
+    let out = consentry(dir.path(), &db, &master).args(["audit", "verify"]).output().unwrap();
+    assert!(out.status.success(), "audit verify: {}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[tokio::test]

@@ -31,7 +31,8 @@ impl Cli {
             .arg(self.data_dir())
             .env_remove("CONSENTRY_MASTER_KEY")
             .env_remove("CONSENTRY_DATA_DIR")
-            .env_remove("CONSENTRY_DATABASE_URL");
+            .env_remove("CONSENTRY_DATABASE_URL")
+            .env_remove("CONSENTRY_DATABASE_POOL_SIZE");
         c
     }
 

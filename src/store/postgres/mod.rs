@@ -53,11 +53,14 @@ impl Drop for BootstrapLock {
 }
 
 /// Default pool size per server process.
-pub const DEFAULT_POOL_SIZE: usize = 16;
+pub const DEFAULT_POOL_SIZE: usize = crate::config::DEFAULT_DATABASE_POOL_SIZE;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
+    /// One connection of its own for the session lock of `bootstrap_lock`, so
+    /// that holding it never takes a connection the work under it needs.
+    lock_pool: Pool,
     /// Audit events of reads, group-committed by `group_commit_audit`.
     audit_queue: tokio::sync::mpsc::UnboundedSender<QueuedAudit>,
     /// Set when the URL's TLS setting leaves a gap (see `tls.rs`).
@@ -128,10 +131,17 @@ impl PostgresStore {
             .max_size(pool_size.max(1))
             .build()
             .context("failed to build the PostgreSQL connection pool")?;
+        let lock_pool = Pool::builder(target.manager(ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        })?)
+        .max_size(1)
+        .build()
+        .context("failed to build the PostgreSQL connection pool")?;
         let (audit_queue, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(group_commit_audit(pool.clone(), rx));
         let store = PostgresStore {
             pool,
+            lock_pool,
             audit_queue,
             tls_warning: target.warning(),
             tls_mode: target.mode,
@@ -186,7 +196,7 @@ impl PostgresStore {
     /// workspace and owner key), so that servers starting together on an empty
     /// database set it up once. Released when the guard is dropped.
     pub async fn bootstrap_lock(&self) -> anyhow::Result<BootstrapLock> {
-        let client = self.pool.get().await.context("failed to connect to PostgreSQL")?;
+        let client = self.lock_pool.get().await.context("failed to connect to PostgreSQL")?;
         client.execute("SELECT pg_advisory_lock($1)", &[&BOOTSTRAP_LOCK]).await?;
         Ok(BootstrapLock { client: Some(client) })
     }
