@@ -52,6 +52,7 @@ measure() { # label, command...
 }
 
 echo "machine: $(nproc) cores, $(uname -m); rows: $rows; $(psql "$server" -Atc 'SELECT version()' | cut -d, -f1)"
+echo "settings: $(psql "$server" -Atc "SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'fsync', 'synchronous_commit', 'full_page_writes')")"
 psql "$base/$floor_db" -q <<'SQL'
 CREATE TABLE contacts (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, email TEXT, phone TEXT, first_name TEXT,
     last_name TEXT, country TEXT, language TEXT, loyalty_tier TEXT, customer_number TEXT);
