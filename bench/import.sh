@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Import, re-import and export of a generated contact file (default 1,000,000 rows)
 # with `consentry` (release build), beside a plain SQLite insert of the same rows
-# (the floor). Prints rows/s and peak RSS. Usage: bench/import.sh [ROWS]
+# (the floor), and beside the writes consentry's data model makes for each new
+# contact, prepared ahead and timed alone (examples/sqlite_floor.rs --data-model).
+# Prints rows/s, peak RSS and CPU per row. Usage: bench/import.sh [ROWS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows="${1:-1000000}"
@@ -11,19 +13,20 @@ cargo build --release --quiet --bin consentry --example sqlite_floor
 bin="${CARGO_TARGET_DIR:-target}/release/consentry"
 csv="$out/contacts-$rows.csv"
 [ -f "$csv" ] || python3 bench/gen_contacts.py "$rows" "$csv"
-rm -rf "$out/data" "$out/floor.db"* "$out/export.csv" "$out/owner.key"
+rm -rf "$out/data" "$out/model" "$out/model.key" "$out/floor.db"* "$out/export.csv" "$out/owner.key"
 
 measure() { # label, command...
     local label="$1"; shift
     local start end
     start=$(date +%s.%N)
-    /usr/bin/time -f "%M" -o "$out/rss" "$@" >/dev/null 2>"$out/stderr" || { cat "$out/stderr"; exit 1; }
+    /usr/bin/time -f "%M %U %S" -o "$out/rss" "$@" >"$out/stdout" 2>"$out/stderr" || { cat "$out/stderr"; exit 1; }
     end=$(date +%s.%N)
-    python3 - "$label" "$start" "$end" "$rows" "$(cat "$out/rss")" <<'PY'
+    python3 - "$label" "$start" "$end" "$rows" $(tail -1 "$out/rss") <<'PY'
 import sys
 label, start, end, rows, rss = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-secs = end - start
-print(f"{label:<42} {rows:>9} rows {secs:8.2f} s {rows/secs:>10.0f} rows/s  peak RSS {rss/1024:6.1f} MiB")
+secs, cpu = end - start, float(sys.argv[6]) + float(sys.argv[7])
+print(f"{label:<42} {rows:>9} rows {secs:8.2f} s {rows/secs:>10.0f} rows/s  peak RSS {rss/1024:6.1f} MiB"
+      f"  CPU {cpu*1e6/rows:5.1f} us/row")
 PY
 }
 
@@ -38,6 +41,13 @@ measure "floor, blind-index keys, 5,000-row commits" "$floor" "$csv" "$out/floor
 rm -f "$out/floor.db"*
 measure "floor, blind-index keys, 100,000-row commits" "$floor" "$csv" "$out/floor.db" --blind-index --commit-rows 100000
 rm -f "$out/floor.db"*
+# What the data model's writes cost SQLite alone: a new contact, its two blind
+# indexes, its list membership and its consent event into consentry's own schema,
+# 100,000 rows a transaction, values prepared before each transaction starts.
+$bin --data-dir "$out/model" init --owner-key-file "$out/model.key" >/dev/null 2>&1
+measure "floor: the data model's writes" "$floor" "$csv" "$out/model/consentry.db" --data-model
+echo "    $(cat "$out/stdout")"
+rm -rf "$out/model" "$out/model.key"
 $bin --data-dir "$out/data" init --owner-key-file "$out/owner.key" >/dev/null 2>&1
 imp=(import "$csv" --list bench --source "benchmark signup form" --create-attributes --segmentable country,language,loyalty_tier)
 measure "consentry import (empty store)" $bin --data-dir "$out/data" "${imp[@]}"

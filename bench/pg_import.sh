@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Import, re-import and export of a generated contact file (default 1,000,000 rows)
 # with `consentry` on PostgreSQL (release build), beside PostgreSQL's own COPY of
-# the same rows into a table with the same unique indexes (the floor). Each run
+# the same rows into a table with the same unique indexes (the floor), and the
+# data model's own writes generated in SQL (bench/pg_model_floor.sh). Each run
 # creates its databases and drops them. Usage: bench/pg_import.sh [ROWS]
 # CONSENTRY_BENCH_LOOKUP_SECS=N: afterwards, audited lookups on the same database
 # for N seconds (bench/lookup_load.sh). CONSENTRY_BENCH_SKIP_REIMPORT=1: no re-import.
@@ -34,21 +35,27 @@ trap cleanup EXIT
 psql "$server" -qc "CREATE DATABASE $floor_db" -c "CREATE DATABASE $db"
 rm -rf "$out/pg-data" "$out/pg-export.csv" "$out/pg-owner.key"
 
-report() { # label, seconds, rss-kib
-    python3 - "$1" "$2" "$rows" "$3" <<'PY'
+report() { # label, seconds, rss-kib, [consentry's CPU seconds, the machine's CPU seconds]
+    python3 - "$1" "$2" "$rows" "$3" "${4:-}" "${5:-}" <<'PY'
 import sys
-label, secs, rows, rss = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+label, secs, rows, rss, cpu, machine = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
 rss = f"peak RSS {int(rss)/1024:6.1f} MiB" if rss else ""
-print(f"{label:<46} {rows:>9} rows {secs:8.2f} s {rows/secs:>10.0f} rows/s  {rss}")
+cpu = f"  CPU us/row: consentry {float(cpu)*1e6/rows:.1f}, machine {float(machine)*1e6/rows:.1f}" if cpu else ""
+print(f"{label:<46} {rows:>9} rows {secs:8.2f} s {rows/secs:>10.0f} rows/s  {rss}{cpu}")
 PY
 }
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
 measure() { # label, command...
     local label="$1"; shift
-    local start end
+    local start end b1 b2
+    b1=$(busy)
     start=$(date +%s.%N)
-    /usr/bin/time -f "%M" -o "$out/rss" "$@" >/dev/null 2>"$out/stderr" || { cat "$out/stderr"; exit 1; }
+    /usr/bin/time -f "%M %U %S" -o "$out/rss" "$@" >/dev/null 2>"$out/stderr" || { cat "$out/stderr"; exit 1; }
     end=$(date +%s.%N)
-    report "$label" "$(python3 -c "print($end - $start)")" "$(cat "$out/rss")"
+    b2=$(busy)
+    read -r rss user sys < <(tail -1 "$out/rss")
+    report "$label" "$(python3 -c "print($end - $start)")" "$rss" "$(python3 -c "print($user + $sys)")" \
+        "$(python3 -c "print(($b2 - $b1) / $(getconf CLK_TCK))")"
 }
 
 echo "machine: $(nproc) cores, $(uname -m); rows: $rows; $(psql "$server" -Atc 'SELECT version()' | cut -d, -f1)"
@@ -79,6 +86,10 @@ psql "$base/$floor_db" -qc "\\copy contacts_bidx (email, phone, first_name, last
 end=$(date +%s.%N)
 report "floor: COPY, 2 unique indexes, blind-index keys" "$(python3 -c "print($end - $start)")" ""
 psql "$server" -qc "DROP DATABASE IF EXISTS $floor_db WITH (FORCE)" >/dev/null
+# What consentry's data model costs PostgreSQL alone, with no client: the rows of
+# each new contact generated in SQL into consentry's schema, one backend and two.
+bash bench/pg_model_floor.sh "$rows" 1
+bash bench/pg_model_floor.sh "$rows" 2
 
 export CONSENTRY_DATABASE_URL="$base/$db"
 $bin --data-dir "$out/pg-data" init --owner-key-file "$out/pg-owner.key" >/dev/null 2>&1
