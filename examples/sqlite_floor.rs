@@ -14,14 +14,14 @@
 //! a new contact, into consentry's own tables: the contact (its id a UUIDv7, its two
 //! blind indexes, its wrapped key and five sealed fields as random bytes of the
 //! sizes consentry's ciphertexts have, its segmentable attributes), its list
-//! membership and its consent event, with the writer's pragmas (64 MiB cache, WAL
-//! checkpointed every 250 ms on a connection of its own). The values of a
+//! membership and its consent event, with the store's writer settings
+//! (`WRITER_PRAGMAS`) and its checkpointer. The values of a
 //! transaction are prepared before it starts, so the time reported beside the
 //! total is the database's alone: what the data model costs SQLite per contact
 //! before any parsing, sealing, planning or audit. It then reads the file again and
-//! makes, for each row, the reads a re-import of it makes (the contact by each blind
-//! index, its columns, its list membership, its consent events), one read
-//! transaction a batch, and reports their time alone the same way.
+//! looks each 2,000-row batch up with the store's own import look-up (the contact
+//! by each blind index, its columns, its list membership, its consent), one read
+//! transaction for each 100,000 rows, and reports its time alone the same way.
 
 use hmac::{Hmac, Mac};
 use std::time::Instant;
@@ -41,18 +41,15 @@ fn main() -> anyhow::Result<()> {
     let usage = || anyhow::anyhow!("usage: sqlite_floor FILE.csv DB [--blind-index | --data-model] [--commit-rows N]");
     let (file, db) = (args.get(1).ok_or_else(usage)?, args.get(2).ok_or_else(usage)?);
     let blind = args.iter().any(|a| a == "--blind-index");
-    let commit_rows: usize = match args.iter().position(|a| a == "--commit-rows") {
-        Some(i) => args.get(i + 1).ok_or_else(usage)?.parse()?,
-        None => 5000,
+    let commit_rows: Option<usize> = match args.iter().position(|a| a == "--commit-rows") {
+        Some(i) => Some(args.get(i + 1).ok_or_else(usage)?.parse()?),
+        None => None,
     };
     let key = HmacSha256::new_from_slice(&rand::random::<[u8; 32]>())?;
     if args.iter().any(|a| a == "--data-model") {
-        let commit_rows = match args.iter().position(|a| a == "--commit-rows") {
-            Some(_) => commit_rows,
-            None => 100_000,
-        };
-        return data_model(file, db, &key, commit_rows);
+        return data_model(file, db, &key, commit_rows.unwrap_or(100_000));
     }
+    let commit_rows = commit_rows.unwrap_or(5000);
     let start = Instant::now();
     let conn = rusqlite::Connection::open(db)?;
     let key_type = if blind { "BLOB" } else { "TEXT" };
@@ -119,10 +116,7 @@ fn random_bytes(n: usize) -> Vec<u8> {
 fn data_model(file: &str, db: &str, key: &HmacSha256, commit_rows: usize) -> anyhow::Result<()> {
     let start = Instant::now();
     let conn = rusqlite::Connection::open(db)?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -65536; PRAGMA busy_timeout = 10000; PRAGMA wal_autocheckpoint = 0;",
-    )?;
+    conn.execute_batch(consentry::store::sqlite::WRITER_PRAGMAS)?;
     let ws: String = conn.query_row("SELECT id FROM workspaces ORDER BY created_at LIMIT 1", [], |r| r.get(0))?;
     let list = format!("lst_{}", uuid::Uuid::now_v7().simple());
     let import = format!("imp_{}", uuid::Uuid::now_v7().simple());
@@ -131,20 +125,7 @@ fn data_model(file: &str, db: &str, key: &HmacSha256, commit_rows: usize) -> any
         "INSERT INTO lists (id, workspace_id, name, created_at) VALUES (?1, ?2, 'floor', ?3)",
         rusqlite::params![list, ws, now],
     )?;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let checkpointer = {
-        let (done, db) = (done.clone(), db.to_string());
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let c = rusqlite::Connection::open(db)?;
-            c.execute_batch("PRAGMA busy_timeout = 10000;")?;
-            while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(250));
-                c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-            }
-            c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
-    };
+    let checkpointer = consentry::store::sqlite::Checkpointer::start(std::path::Path::new(db))?;
     let mut reader = csv::Reader::from_path(file)?;
     let headers = reader.headers()?.clone();
     let col = |name: &str| {
@@ -218,76 +199,55 @@ fn data_model(file: &str, db: &str, key: &HmacSha256, commit_rows: usize) -> any
         }
     }
     flush(&mut batch)?;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    checkpointer.join().map_err(|_| anyhow::anyhow!("the checkpointer panicked"))??;
-    let secs = start.elapsed().as_secs_f64();
-    let w = writing.as_secs_f64();
+    drop(checkpointer); // its final checkpoint, as when the store closes
+    report("", rows, start.elapsed(), "writes", writing);
+    look_up_again(file, &conn, &ws, &list, key, email, phone, commit_rows)
+}
+
+/// Prints a pass's rows a second in all and those of the database's part alone.
+fn report(pass: &str, rows: u64, total: std::time::Duration, part: &str, database: std::time::Duration) {
+    let (secs, db) = (total.as_secs_f64(), database.as_secs_f64());
     println!(
-        "{rows} rows in {secs:.2} s = {:.0} rows/s; the database's writes {w:.2} s = {:.1} us a row = {:.0} rows/s",
+        "{pass}{rows} rows in {secs:.2} s = {:.0} rows/s; the database's {part} {db:.2} s = {:.1} us a row = {:.0} rows/s",
         rows as f64 / secs,
-        w * 1e6 / rows as f64,
-        rows as f64 / w
+        db * 1e6 / rows as f64,
+        rows as f64 / db
     );
-    look_up_again(file, &conn, &list, key, email, phone, commit_rows)
 }
 
 /// The reads a re-import of the same file makes for each row, on the same
-/// connection and page cache: the contact by each blind index, its columns, its
-/// list membership and its consent events, the blind indexes computed before each
-/// batch of `batch_rows` (one read transaction each) so the time reported is the
-/// database's alone.
+/// connection and page cache: the store's own look-up of each 2,000-row batch
+/// (`look_up_import_batch`, as the import's batches are looked up), one read
+/// transaction for each `batch_rows` rows as the import's look-ups run inside its
+/// open transaction, the blind indexes computed before, so the time reported is
+/// the database's alone.
+#[allow(clippy::too_many_arguments)]
 fn look_up_again(
     file: &str,
     conn: &rusqlite::Connection,
+    ws: &str,
     list: &str,
     key: &HmacSha256,
     email: usize,
     phone: usize,
     batch_rows: usize,
 ) -> anyhow::Result<()> {
-    use rusqlite::OptionalExtension;
     let start = Instant::now();
-    let mut by_email = conn.prepare_cached("SELECT id FROM contacts WHERE email_bidx = ?1")?;
-    let mut by_phone = conn.prepare_cached("SELECT id FROM contacts WHERE phone_bidx = ?1")?;
-    let mut by_id = conn.prepare_cached(
-        "SELECT id, workspace_id, email_bidx, phone_bidx, contact_key, email_ct, phone_ct, first_name_ct, last_name_ct,
-         attributes_ct, segment_attributes, created_at, updated_at FROM contacts WHERE id = ?1",
-    )?;
-    let mut member = conn.prepare_cached("SELECT 1 FROM list_members WHERE list_id = ?1 AND contact_id = ?2")?;
-    let mut consent = conn.prepare_cached("SELECT channel, purpose, action FROM consent_events WHERE contact_id = ?1 ORDER BY seq")?;
     let (mut rows, mut found, mut reading) = (0u64, 0u64, std::time::Duration::ZERO);
     let mut batch: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(batch_rows);
     let mut probe = |batch: &mut Vec<(Vec<u8>, Vec<u8>)>| -> anyhow::Result<()> {
         let began = Instant::now();
-        // One read transaction a batch, as the import's look-ups run inside its
-        // open transaction: no lock taken and released for every statement.
         conn.execute_batch("BEGIN")?;
-        for (e, p) in batch.iter() {
-            let a: Option<Vec<u8>> = by_email.query_row([e], |r| r.get(0)).optional()?;
-            let b: Option<Vec<u8>> = by_phone.query_row([p], |r| r.get(0)).optional()?;
-            let ids = match (a, b) {
-                (Some(a), Some(b)) if a == b => vec![a],
-                (a, b) => a.into_iter().chain(b).collect(),
+        for chunk in batch.chunks(2000) {
+            let lookup = consentry::store::BatchLookup {
+                email_bidx: chunk.iter().map(|(e, _)| e.clone()).collect(),
+                phone_bidx: chunk.iter().map(|(_, p)| p.clone()).collect(),
+                list_id: list.to_string(),
+                first_row: 0,
+                filter: None,
             };
-            for id in ids {
-                let columns = by_id.query_row([&id], |r| {
-                    let mut bytes = 0;
-                    for i in 0..13 {
-                        bytes += match r.get_ref(i)? {
-                            rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.len(),
-                            _ => 8,
-                        };
-                    }
-                    Ok(bytes)
-                })?;
-                let in_list = member.query_row(rusqlite::params![list, id], |_| Ok(())).optional()?.is_some();
-                let events = consent
-                    .query_map([&id], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-                    })?
-                    .count();
-                found += u64::from(columns > 0 && in_list && events > 0);
-            }
+            let contacts = consentry::store::sqlite::look_up_import_batch(conn, ws, &lookup)?.contacts;
+            found += contacts.iter().filter(|c| c.in_list && !c.consent.is_empty()).count() as u64;
         }
         conn.execute_batch("COMMIT")?;
         reading += began.elapsed();
@@ -304,14 +264,10 @@ fn look_up_again(
         }
     }
     probe(&mut batch)?;
-    anyhow::ensure!(found == rows, "looked up {rows} rows and found {found} of them whole");
-    let secs = start.elapsed().as_secs_f64();
-    let r = reading.as_secs_f64();
-    println!(
-        "looked up again: {rows} rows in {secs:.2} s = {:.0} rows/s; the database's reads {r:.2} s = {:.1} us a row = {:.0} rows/s",
-        rows as f64 / secs,
-        r * 1e6 / rows as f64,
-        rows as f64 / r
+    anyhow::ensure!(
+        found == rows,
+        "looked up {rows} rows and found {found} of them in the list with consent"
     );
+    report("looked up again: ", rows, start.elapsed(), "reads", reading);
     Ok(())
 }

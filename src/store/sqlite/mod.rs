@@ -37,6 +37,24 @@ const READERS: usize = 4;
 /// Bytes per page of a new database file.
 const PAGE_SIZE: u32 = 8192;
 
+/// The writer connection's settings: WAL, a sync at every commit, a 64 MiB page
+/// cache, and no automatic checkpoint (the checkpointer runs them on a
+/// connection of its own).
+pub const WRITER_PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+     PRAGMA synchronous = FULL;
+     PRAGMA foreign_keys = ON;
+     PRAGMA temp_store = MEMORY;
+     PRAGMA cache_size = -65536;
+     PRAGMA busy_timeout = 10000;
+     PRAGMA wal_autocheckpoint = 0;";
+
+/// Public so that `examples/sqlite_floor.rs` checkpoints as the store does.
+pub use checkpointer::Checkpointer;
+/// The reads an import batch makes before it is planned (the contacts of its
+/// identifiers, their list membership and consent), on the writer's connection.
+/// Public so that `examples/sqlite_floor.rs` times the store's own look-up.
+pub use imports::look_up as look_up_import_batch;
+
 /// The SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
@@ -67,16 +85,7 @@ impl SqliteStore {
         // to find, split and log.
         conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))
             .context("failed to configure the database")?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA cache_size = -65536;
-             PRAGMA busy_timeout = 10000;
-             PRAGMA wal_autocheckpoint = 0;",
-        )
-        .context("failed to configure the database")?;
+        conn.execute_batch(WRITER_PRAGMAS).context("failed to configure the database")?;
         migrate(&conn).context("failed to apply database migrations")?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
